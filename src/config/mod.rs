@@ -1,0 +1,212 @@
+//! Configuration: raw TOML -> validated [`Config`] (DESIGN 2.2).
+//!
+//! Loading never stops at the first mistake: every problem is collected with the key path it
+//! concerns (`inbound.allowed_audiences[2]`) so that `portcullis validate` can print all of them
+//! at once. Relative paths are resolved against the config file's folder, so the gateway behaves
+//! the same whatever directory it is started from.
+
+mod raw;
+mod validate;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use jsonwebtoken::Algorithm;
+use url::Url;
+
+pub use raw::RawConfig;
+
+/// A validated configuration. Plain data; the runtime state is built from it in `lib.rs`.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub inbound: InboundConfig,
+    pub targets: TargetsConfig,
+    pub telemetry: TelemetryConfig,
+    /// Whether `--dev` was given: enables the embedded issuer and loopback-only binding.
+    pub dev: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// Base for every URL the gateway hands out (resource metadata, consent, callbacks).
+    /// Never ends with `/`.
+    pub public_url: String,
+    pub allowed_origins: Vec<String>,
+    pub max_body_bytes: usize,
+    pub data_dir: PathBuf,
+}
+
+/// Where inbound keys come from and which tokens are acceptable (a CUSTOM_JWT authorizer).
+#[derive(Debug, Clone)]
+pub struct InboundConfig {
+    pub keys: KeySourceConfig,
+    pub allowed_audiences: Vec<String>,
+    pub allowed_clients: Vec<String>,
+    pub allowed_scopes: Vec<String>,
+    pub algorithms: Vec<Algorithm>,
+    pub leeway_seconds: u64,
+    pub claims: Vec<ClaimRule>,
+}
+
+#[derive(Debug, Clone)]
+pub enum KeySourceConfig {
+    /// OpenID Connect Discovery 1.0 section 4: issuer and `jwks_uri` are read from the document.
+    /// `issuer` / `jwks_url` override what the document says (for IdPs with split hostnames).
+    Discovery {
+        discovery_url: Url,
+        issuer: Option<String>,
+        jwks_url: Option<Url>,
+    },
+    /// No discovery: issuer and JWKS URL given explicitly.
+    Explicit { issuer: String, jwks_url: Url },
+    /// `--dev`: the gateway's own development issuer at `<public_url>/dev`.
+    DevIssuer,
+}
+
+/// One `[[inbound.claims]]` rule: the claim must equal a value, or (for arrays and
+/// space-separated strings) contain at least one of the listed values.
+#[derive(Debug, Clone)]
+pub struct ClaimRule {
+    pub name: String,
+    pub check: ClaimCheck,
+}
+
+#[derive(Debug, Clone)]
+pub enum ClaimCheck {
+    Equals(serde_json::Value),
+    ContainsAny(Vec<serde_json::Value>),
+}
+
+#[derive(Debug, Clone)]
+pub struct TargetsConfig {
+    pub dir: PathBuf,
+    pub watch: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct TelemetryConfig {
+    pub log_format: LogFormat,
+    pub log_level: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// One problem in the config, with the dotted key path it concerns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: cannot read config file: {source}")]
+    Read {
+        file: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{file}: {message}")]
+    Syntax { file: PathBuf, message: String },
+    #[error("{file}: {} problem(s):\n{}", problems.len(), render(problems))]
+    Invalid {
+        file: PathBuf,
+        problems: Vec<Problem>,
+    },
+    #[error(
+        "no config file: {0} does not exist (pass --config FILE, or --dev for a zero-config local run)"
+    )]
+    Missing(PathBuf),
+}
+
+fn render(problems: &[Problem]) -> String {
+    problems
+        .iter()
+        .map(|p| format!("  - {p}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The file name looked for when `--config` is not given.
+pub const DEFAULT_CONFIG_FILE: &str = "portcullis.toml";
+
+impl Config {
+    /// Loads and validates the config. Without an explicit path, `portcullis.toml` in the current
+    /// directory is used if it exists; with `dev` and no file at all, dev defaults apply.
+    pub fn load(path: Option<&Path>, dev: bool) -> Result<Config, ConfigError> {
+        let (file, explicit) = match path {
+            Some(p) => (p.to_path_buf(), true),
+            None => (PathBuf::from(DEFAULT_CONFIG_FILE), false),
+        };
+        if !file.exists() {
+            if dev && !explicit {
+                let base = std::env::current_dir().map_err(|source| ConfigError::Read {
+                    file: file.clone(),
+                    source,
+                })?;
+                return validate::validate(RawConfig::default(), &base, dev)
+                    .map_err(|problems| ConfigError::Invalid { file, problems });
+            }
+            return Err(ConfigError::Missing(file));
+        }
+        let text = std::fs::read_to_string(&file).map_err(|source| ConfigError::Read {
+            file: file.clone(),
+            source,
+        })?;
+        let base = file
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        Self::from_toml(&text, &file, &base, dev)
+    }
+
+    /// Parses and validates TOML text; `file` is only used in messages, `base` resolves paths.
+    pub fn from_toml(
+        text: &str,
+        file: &Path,
+        base: &Path,
+        dev: bool,
+    ) -> Result<Config, ConfigError> {
+        let raw = parse(text).map_err(|message| ConfigError::Syntax {
+            file: file.to_path_buf(),
+            message,
+        })?;
+        validate::validate(raw, base, dev).map_err(|problems| ConfigError::Invalid {
+            file: file.to_path_buf(),
+            problems,
+        })
+    }
+}
+
+/// TOML -> [`RawConfig`], naming the key path of a type error (`server.listen: invalid type`)
+/// and the line of a syntax error.
+fn parse(text: &str) -> Result<RawConfig, String> {
+    let deserializer = toml::Deserializer::parse(text).map_err(|e| e.to_string())?;
+    serde_path_to_error::deserialize(deserializer).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner().to_string();
+        let inner = inner.trim();
+        if path.is_empty() || path == "." {
+            inner.to_string()
+        } else {
+            format!("{path}: {inner}")
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests;

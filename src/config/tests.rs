@@ -1,0 +1,157 @@
+use std::path::Path;
+
+use super::*;
+
+fn load(text: &str) -> Result<Config, ConfigError> {
+    Config::from_toml(
+        text,
+        Path::new("portcullis.toml"),
+        Path::new("/etc/portcullis"),
+        false,
+    )
+}
+
+fn problems(text: &str) -> Vec<String> {
+    match load(text) {
+        Err(ConfigError::Invalid { problems, .. }) => {
+            problems.iter().map(ToString::to_string).collect()
+        }
+        other => panic!("expected validation problems, got {other:?}"),
+    }
+}
+
+const GOOD: &str = r#"
+[server]
+listen = "0.0.0.0:9000"
+public_url = "https://gw.example.com/"
+[inbound]
+discovery_url = "https://idp.example.com/.well-known/openid-configuration"
+allowed_audiences = ["portcullis"]
+allowed_scopes = ["mcp"]
+[[inbound.claims]]
+name = "groups"
+contains_any = ["eng"]
+[targets]
+dir = "targets"
+"#;
+
+#[test]
+fn good_config_resolves_paths_and_trims_public_url() {
+    let config = load(GOOD).unwrap();
+    assert_eq!(config.server.public_url, "https://gw.example.com");
+    assert_eq!(config.targets.dir, Path::new("/etc/portcullis/targets"));
+    assert_eq!(config.server.data_dir, Path::new("/etc/portcullis/data"));
+    assert!(matches!(
+        config.inbound.keys,
+        KeySourceConfig::Discovery { .. }
+    ));
+    assert_eq!(config.inbound.claims.len(), 1);
+}
+
+#[test]
+fn unknown_key_is_named_with_its_section() {
+    let err = load("[inbound]\nallowed_audience = [\"x\"]\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("inbound"), "{err}");
+    assert!(err.contains("allowed_audience"), "{err}");
+}
+
+#[test]
+fn wrong_type_names_the_key_path() {
+    let err = load("[server]\nlisten = 8080\n").unwrap_err().to_string();
+    assert!(err.contains("server.listen"), "{err}");
+}
+
+#[test]
+fn syntax_error_names_the_line() {
+    let err = load("[server\nlisten = 1").unwrap_err().to_string();
+    assert!(err.contains("line 1"), "{err}");
+}
+
+#[test]
+fn all_problems_are_reported_at_once() {
+    let found = problems(
+        r#"
+[server]
+listen = "nowhere"
+public_url = "http://gw.example.com"
+allowed_origins = ["https://app.example.com/path"]
+[inbound]
+discovery_url = "http://idp.example.com/.well-known/openid-configuration"
+algorithms = ["HS256", "XX1"]
+leeway_seconds = 3600
+[[inbound.claims]]
+name = "groups"
+"#,
+    );
+    let expect = [
+        "server.listen: ",
+        "server.public_url: must be https://",
+        "server.allowed_origins[0]: ",
+        "inbound.discovery_url: must be an https:// URL",
+        "inbound.allowed_audiences: must list at least one audience",
+        "inbound.algorithms[0]: HS256 is symmetric",
+        "inbound.algorithms[1]: unknown algorithm",
+        "inbound.leeway_seconds: 3600 is too lenient",
+        "inbound.claims[0]: needs exactly one of",
+    ];
+    for prefix in expect {
+        assert!(
+            found.iter().any(|p| p.starts_with(prefix)),
+            "missing {prefix:?} in {found:#?}"
+        );
+    }
+}
+
+#[test]
+fn missing_inbound_is_refused_outside_dev() {
+    let found = problems("");
+    assert!(
+        found.iter().any(|p| p.starts_with("inbound: missing")),
+        "{found:?}"
+    );
+}
+
+#[test]
+fn dev_mode_refuses_non_loopback_listen() {
+    let err = Config::from_toml(
+        "[server]\nlisten = \"0.0.0.0:8080\"\n",
+        Path::new("p.toml"),
+        Path::new("."),
+        true,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("--dev refuses to bind"), "{err}");
+}
+
+#[test]
+fn consent_binding_none_needs_dev() {
+    let found = problems(&format!("{GOOD}\n[identity]\nconsent_binding = \"none\"\n"));
+    assert!(
+        found
+            .iter()
+            .any(|p| p.starts_with("identity.consent_binding")),
+        "{found:?}"
+    );
+}
+
+#[test]
+fn secret_needs_exactly_one_source() {
+    let found = problems(&format!(
+        "{GOOD}\n[providers.github]\nvendor = \"github\"\nclient_id = \"x\"\nclient_secret_env = \"A\"\nclient_secret_file = \"/b\"\n[api_keys.weather]\n"
+    ));
+    assert!(
+        found
+            .iter()
+            .any(|p| p.starts_with("providers.github: set only one")),
+        "{found:?}"
+    );
+    assert!(
+        found
+            .iter()
+            .any(|p| p.starts_with("api_keys.weather: missing key_env")),
+        "{found:?}"
+    );
+}

@@ -1,0 +1,410 @@
+//! [`RawConfig`] -> [`Config`]: every semantic rule, each failure reported with its key path.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use jsonwebtoken::Algorithm;
+use url::Url;
+
+use super::raw::{RawClaimRule, RawConfig, RawInbound, RawServer};
+use super::{
+    ClaimCheck, ClaimRule, Config, InboundConfig, KeySourceConfig, LogFormat, Problem,
+    ServerConfig, TargetsConfig, TelemetryConfig,
+};
+
+const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+const DEFAULT_MAX_BODY: u64 = 4 * 1024 * 1024;
+const MAX_MAX_BODY: u64 = 64 * 1024 * 1024;
+const MAX_LEEWAY_SECONDS: u64 = 300;
+
+/// Asymmetric algorithms only: HS* would let anyone holding the verification key mint tokens,
+/// and accepting them next to RS* is the classic key-confusion attack (RFC 8725 section 2.1).
+const ASYMMETRIC: &[Algorithm] = &[
+    Algorithm::RS256,
+    Algorithm::RS384,
+    Algorithm::RS512,
+    Algorithm::PS256,
+    Algorithm::PS384,
+    Algorithm::PS512,
+    Algorithm::ES256,
+    Algorithm::ES384,
+    Algorithm::EdDSA,
+];
+
+/// Collects problems while building each section, so all of them are reported at once.
+#[derive(Default)]
+struct Problems(Vec<Problem>);
+
+impl Problems {
+    fn push(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        self.0.push(Problem {
+            key: key.into(),
+            message: message.into(),
+        });
+    }
+}
+
+pub(super) fn validate(raw: RawConfig, base: &Path, dev: bool) -> Result<Config, Vec<Problem>> {
+    let mut problems = Problems::default();
+    let server = server(&raw.server, base, dev, &mut problems);
+    let inbound = match &raw.inbound {
+        Some(inbound) => inbound_rules(inbound, &mut problems),
+        None if dev => dev_inbound(),
+        None => {
+            problems.push(
+                "inbound",
+                "missing: configure the IdP that issues callers' tokens (discovery_url, allowed_audiences), or run with --dev",
+            );
+            dev_inbound()
+        }
+    };
+    let targets = TargetsConfig {
+        dir: resolve(base, raw.targets.dir.as_deref().unwrap_or("targets")),
+        watch: raw.targets.watch.unwrap_or(true),
+    };
+    let telemetry = telemetry(&raw.telemetry, &mut problems);
+    secret_sources(&raw, dev, &mut problems);
+
+    if problems.0.is_empty() {
+        Ok(Config {
+            server,
+            inbound,
+            targets,
+            telemetry,
+            dev,
+        })
+    } else {
+        Err(problems.0)
+    }
+}
+
+fn resolve(base: &Path, path: &str) -> PathBuf {
+    let path = Path::new(path);
+    if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        base.join(path)
+    }
+}
+
+fn server(raw: &RawServer, base: &Path, dev: bool, problems: &mut Problems) -> ServerConfig {
+    let listen_text = raw.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
+    let listen = match SocketAddr::from_str(listen_text) {
+        Ok(addr) => addr,
+        Err(_) => {
+            problems.push(
+                "server.listen",
+                format!("{listen_text:?} is not an IP:port address (e.g. \"127.0.0.1:8080\")"),
+            );
+            SocketAddr::from(([127, 0, 0, 1], 8080))
+        }
+    };
+    if dev && !listen.ip().is_loopback() {
+        problems.push(
+            "server.listen",
+            format!("--dev refuses to bind the non-loopback address {listen}: the development issuer would let anyone on the network mint tokens"),
+        );
+    }
+    let public_url = match raw.public_url.as_deref() {
+        None => format!("http://{listen}"),
+        Some(text) => match Url::parse(text) {
+            Ok(url) if !matches!(url.scheme(), "http" | "https") => {
+                problems.push("server.public_url", "must be an http:// or https:// URL");
+                text.to_string()
+            }
+            Ok(url) if url.query().is_some() || url.fragment().is_some() => {
+                problems.push("server.public_url", "must not have a query or fragment");
+                text.to_string()
+            }
+            Ok(url) => {
+                if url.scheme() == "http" && !dev && !is_loopback_host(&url) {
+                    problems.push(
+                        "server.public_url",
+                        "must be https:// unless it points at a loopback address (OAuth 2.1 section 1.5)",
+                    );
+                }
+                url.as_str().trim_end_matches('/').to_string()
+            }
+            Err(e) => {
+                problems.push("server.public_url", format!("not a URL: {e}"));
+                text.to_string()
+            }
+        },
+    };
+    for (i, origin) in raw.allowed_origins.iter().enumerate() {
+        let ok = Url::parse(origin).is_ok_and(|u| {
+            matches!(u.scheme(), "http" | "https")
+                && u.path() == "/"
+                && u.query().is_none()
+                && !origin.ends_with('/')
+        });
+        if !ok {
+            problems.push(
+                format!("server.allowed_origins[{i}]"),
+                format!("{origin:?} is not an origin (scheme://host[:port], no path)"),
+            );
+        }
+    }
+    let max_body = raw.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY);
+    if max_body == 0 || max_body > MAX_MAX_BODY {
+        problems.push(
+            "server.max_body_bytes",
+            format!("must be between 1 and {MAX_MAX_BODY}"),
+        );
+    }
+    ServerConfig {
+        listen,
+        public_url,
+        allowed_origins: raw.allowed_origins.clone(),
+        max_body_bytes: usize::try_from(max_body.clamp(1, MAX_MAX_BODY)).unwrap_or(usize::MAX),
+        data_dir: resolve(base, raw.data_dir.as_deref().unwrap_or("data")),
+    }
+}
+
+fn is_loopback_host(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d == "localhost",
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
+/// The dev issuer's rules: `portcullis token` mints tokens that satisfy exactly these.
+fn dev_inbound() -> InboundConfig {
+    InboundConfig {
+        keys: KeySourceConfig::DevIssuer,
+        allowed_audiences: vec![crate::inbound::DEV_AUDIENCE.to_string()],
+        allowed_clients: vec![],
+        allowed_scopes: vec![crate::inbound::DEV_SCOPE.to_string()],
+        algorithms: vec![Algorithm::ES256],
+        leeway_seconds: 60,
+        claims: vec![],
+    }
+}
+
+fn https_or_loopback(key: &str, text: &str, problems: &mut Problems) -> Option<Url> {
+    match Url::parse(text) {
+        Ok(url)
+            if url.scheme() == "https" || (url.scheme() == "http" && is_loopback_host(&url)) =>
+        {
+            Some(url)
+        }
+        Ok(_) => {
+            problems.push(
+                key,
+                "must be an https:// URL (http:// is only accepted for loopback addresses)",
+            );
+            None
+        }
+        Err(e) => {
+            problems.push(key, format!("not a URL: {e}"));
+            None
+        }
+    }
+}
+
+fn inbound_rules(raw: &RawInbound, problems: &mut Problems) -> InboundConfig {
+    let keys = match (&raw.discovery_url, &raw.issuer, &raw.jwks_url) {
+        (Some(discovery), issuer, jwks) => {
+            let discovery_url = https_or_loopback("inbound.discovery_url", discovery, problems);
+            let jwks_url = jwks
+                .as_deref()
+                .and_then(|j| https_or_loopback("inbound.jwks_url", j, problems));
+            discovery_url.map(|discovery_url| KeySourceConfig::Discovery {
+                discovery_url,
+                issuer: issuer.clone(),
+                jwks_url,
+            })
+        }
+        (None, Some(issuer), Some(jwks)) => https_or_loopback("inbound.jwks_url", jwks, problems)
+            .map(|jwks_url| KeySourceConfig::Explicit {
+                issuer: issuer.clone(),
+                jwks_url,
+            }),
+        (None, _, _) => {
+            problems.push(
+                "inbound.discovery_url",
+                "missing: set discovery_url (or both issuer and jwks_url)",
+            );
+            None
+        }
+    };
+    if raw.allowed_audiences.is_empty() {
+        problems.push(
+            "inbound.allowed_audiences",
+            "must list at least one audience: MCP authorization requires tokens issued for this server (RFC 8707, RFC 9068 section 4)",
+        );
+    }
+    let algorithms = match &raw.algorithms {
+        None => ASYMMETRIC.to_vec(),
+        Some(names) => {
+            let mut algorithms = Vec::new();
+            for (i, name) in names.iter().enumerate() {
+                match Algorithm::from_str(name) {
+                    Ok(alg) if ASYMMETRIC.contains(&alg) => algorithms.push(alg),
+                    Ok(_) => problems.push(
+                        format!("inbound.algorithms[{i}]"),
+                        format!("{name} is symmetric: only asymmetric algorithms are accepted (RFC 8725 section 3.1)"),
+                    ),
+                    Err(_) => problems.push(
+                        format!("inbound.algorithms[{i}]"),
+                        format!("unknown algorithm {name:?}"),
+                    ),
+                }
+            }
+            if names.is_empty() {
+                problems.push("inbound.algorithms", "must not be empty");
+            }
+            algorithms
+        }
+    };
+    let leeway_seconds = raw.leeway_seconds.unwrap_or(60);
+    if leeway_seconds > MAX_LEEWAY_SECONDS {
+        problems.push(
+            "inbound.leeway_seconds",
+            format!("{leeway_seconds} is too lenient: at most {MAX_LEEWAY_SECONDS}"),
+        );
+    }
+    let claims = raw
+        .claims
+        .iter()
+        .enumerate()
+        .filter_map(|(i, rule)| claim_rule(i, rule, problems))
+        .collect();
+    if let Some(login) = &raw.login {
+        exclusive_secret(
+            "inbound.login",
+            "client_secret",
+            login.client_secret_env.as_deref(),
+            login.client_secret_file.as_deref(),
+            problems,
+        );
+    }
+    InboundConfig {
+        keys: keys.unwrap_or(KeySourceConfig::DevIssuer),
+        allowed_audiences: raw.allowed_audiences.clone(),
+        allowed_clients: raw.allowed_clients.clone(),
+        allowed_scopes: raw.allowed_scopes.clone(),
+        algorithms,
+        leeway_seconds,
+        claims,
+    }
+}
+
+fn claim_rule(i: usize, rule: &RawClaimRule, problems: &mut Problems) -> Option<ClaimRule> {
+    let key = format!("inbound.claims[{i}]");
+    if rule.name.is_empty() {
+        problems.push(format!("{key}.name"), "must not be empty");
+        return None;
+    }
+    let check = match (&rule.equals, &rule.contains_any) {
+        (Some(v), None) => ClaimCheck::Equals(v.clone()),
+        (None, Some(values)) if !values.is_empty() => ClaimCheck::ContainsAny(values.clone()),
+        (None, Some(_)) => {
+            problems.push(format!("{key}.contains_any"), "must not be empty");
+            return None;
+        }
+        _ => {
+            problems.push(key, "needs exactly one of `equals` or `contains_any`");
+            return None;
+        }
+    };
+    Some(ClaimRule {
+        name: rule.name.clone(),
+        check,
+    })
+}
+
+fn telemetry(raw: &super::raw::RawTelemetry, problems: &mut Problems) -> TelemetryConfig {
+    let log_format = match raw.log_format.as_deref() {
+        None | Some("text") => LogFormat::Text,
+        Some("json") => LogFormat::Json,
+        Some(other) => {
+            problems.push(
+                "telemetry.log_format",
+                format!("{other:?} is not one of \"text\", \"json\""),
+            );
+            LogFormat::Text
+        }
+    };
+    let log_level = raw.log_level.clone().unwrap_or_else(|| "info".to_string());
+    if tracing_subscriber::EnvFilter::try_new(&log_level).is_err() {
+        problems.push(
+            "telemetry.log_level",
+            format!(
+                "{log_level:?} is not a tracing filter (e.g. \"info\" or \"portcullis=debug\")"
+            ),
+        );
+    }
+    TelemetryConfig {
+        log_format,
+        log_level,
+    }
+}
+
+/// A secret is named by exactly one of `<name>_env` / `<name>_file`, never given inline.
+fn exclusive_secret(
+    key: &str,
+    name: &str,
+    env: Option<&str>,
+    file: Option<&str>,
+    problems: &mut Problems,
+) {
+    match (env, file) {
+        (Some(_), Some(_)) => {
+            problems.push(key, format!("set only one of {name}_env and {name}_file"))
+        }
+        (None, None) => problems.push(key, format!("missing {name}_env or {name}_file")),
+        _ => {}
+    }
+}
+
+/// Checks the sections used by per-user OAuth and the identity API for well-formedness, so that
+/// `portcullis validate` catches their mistakes now.
+fn secret_sources(raw: &RawConfig, dev: bool, problems: &mut Problems) {
+    for (name, provider) in &raw.providers {
+        let key = format!("providers.{name}");
+        if provider.client_id.is_none() {
+            problems.push(format!("{key}.client_id"), "missing");
+        }
+        exclusive_secret(
+            &key,
+            "client_secret",
+            provider.client_secret_env.as_deref(),
+            provider.client_secret_file.as_deref(),
+            problems,
+        );
+    }
+    for (name, api_key) in &raw.api_keys {
+        exclusive_secret(
+            &format!("api_keys.{name}"),
+            "key",
+            api_key.key_env.as_deref(),
+            api_key.key_file.as_deref(),
+            problems,
+        );
+    }
+    for (i, access_key) in raw.identity.access_keys.iter().enumerate() {
+        exclusive_secret(
+            &format!("identity.access_keys[{i}]"),
+            "secret_access_key",
+            access_key.secret_access_key_env.as_deref(),
+            access_key.secret_access_key_file.as_deref(),
+            problems,
+        );
+    }
+    match raw.identity.consent_binding.as_deref() {
+        None | Some("login") | Some("app") => {}
+        Some("none") if dev => {}
+        Some("none") => problems.push(
+            "identity.consent_binding",
+            "\"none\" lets whoever opens a consent URL link their account to the caller's identity: only allowed with --dev",
+        ),
+        Some(other) => problems.push(
+            "identity.consent_binding",
+            format!("{other:?} is not one of \"login\", \"app\", \"none\""),
+        ),
+    }
+}

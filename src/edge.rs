@@ -1,0 +1,95 @@
+//! The one place where module errors become what a client sees: HTTP responses for the
+//! authentication layer, JSON-RPC errors for protocol mistakes, and `isError` tool results for
+//! failures the model should read and correct (MCP 2025-06-18 "Tools: Error Handling").
+//!
+//! Wording here is part of the product: every message says what was wrong and where.
+
+use axum::Json;
+use axum::response::{IntoResponse, Response};
+use http::StatusCode;
+use http::header::{RETRY_AFTER, WWW_AUTHENTICATE};
+use rmcp::model::{CallToolResult, ContentBlock as Content, ErrorCode, ErrorData};
+use serde_json::json;
+
+use crate::catalog::{CatalogError, Credentials};
+use crate::inbound::{AuthError, www_authenticate};
+use crate::targets::TargetError;
+
+/// 401 / 403 / 503 with the RFC 6750 section 3 challenge and an RFC 6749 style JSON body.
+pub fn auth_error_response(error: &AuthError, public_url: &str, resource_path: &str) -> Response {
+    let (status, code) = match error {
+        AuthError::MissingToken => (StatusCode::UNAUTHORIZED, "invalid_request"),
+        AuthError::InvalidToken(_) => (StatusCode::UNAUTHORIZED, "invalid_token"),
+        AuthError::InsufficientScope(_) => (StatusCode::FORBIDDEN, "insufficient_scope"),
+        AuthError::KeysUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable"),
+    };
+    let challenge = www_authenticate(error, public_url, resource_path);
+    let body = Json(json!({"error": code, "error_description": error.to_string()}));
+    let mut response = (status, body).into_response();
+    if let Ok(value) = challenge.parse() {
+        response.headers_mut().insert(WWW_AUTHENTICATE, value);
+    }
+    if matches!(error, AuthError::KeysUnavailable) {
+        response
+            .headers_mut()
+            .insert(RETRY_AFTER, http::HeaderValue::from_static("2"));
+    }
+    response
+}
+
+/// MCP 2025-06-18 "Tools: Error Handling": an unknown tool is a protocol error, -32602.
+pub fn unknown_tool(name: &str) -> ErrorData {
+    ErrorData::new(
+        ErrorCode::INVALID_PARAMS,
+        format!("unknown tool {name:?}: tools/list shows the tools this gateway offers"),
+        Some(json!({"tool": name})),
+    )
+}
+
+pub fn catalog_error(error: &CatalogError) -> ErrorData {
+    ErrorData::new(ErrorCode::INVALID_PARAMS, error.to_string(), None)
+}
+
+/// The caller identity is put in place by the authentication layer; its absence is a bug.
+pub fn missing_caller() -> ErrorData {
+    ErrorData::new(
+        ErrorCode::INTERNAL_ERROR,
+        "request reached the MCP handler without an authenticated caller",
+        None,
+    )
+}
+
+/// One argument-validation failure: `<JSON pointer>: <keyword>: <message>`.
+pub fn describe_argument_error(error: &jsonschema::ValidationError<'_>) -> String {
+    let pointer = error.instance_path().as_str();
+    let pointer = if pointer.is_empty() { "/" } else { pointer };
+    format!("{pointer}: {}: {error}", error.kind().keyword())
+}
+
+/// Tells the model exactly which arguments failed `inputSchema`, so it can correct itself.
+pub fn invalid_arguments_result(failures: &[String]) -> CallToolResult {
+    let mut text =
+        String::from("Invalid arguments: the call did not match the tool's inputSchema.\n");
+    for failure in failures {
+        text.push_str("- ");
+        text.push_str(failure);
+        text.push('\n');
+    }
+    text.push_str("Fix these arguments and call the tool again.");
+    CallToolResult::error(vec![Content::text(text)])
+}
+
+pub fn target_error_result(error: &TargetError) -> CallToolResult {
+    CallToolResult::error(vec![Content::text(format!("Tool call failed: {error}"))])
+}
+
+/// A target declares a downstream credential this gateway cannot supply.
+pub fn credential_unavailable_result(credentials: &Credentials) -> CallToolResult {
+    let provider = match credentials {
+        Credentials::Oauth(oauth) => &oauth.provider,
+        Credentials::ApiKey(api_key) => &api_key.provider,
+    };
+    CallToolResult::error(vec![Content::text(format!(
+        "This tool needs a credential from provider {provider:?}, which is not configured on this gateway; ask the administrator to add it under [providers] or [api_keys]."
+    ))])
+}

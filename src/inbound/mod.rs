@@ -1,0 +1,63 @@
+//! Who is calling? Bearer JWT -> [`Caller`] (DESIGN 3.2 invariant 1).
+//!
+//! The pipeline, in order: RFC 6750 header parsing, header decode, algorithm allow-list
+//! (RFC 8725 section 3.1), key lookup by `kid` in the issuer's JWKS, signature, registered
+//! claims (`iss`, `exp`/`nbf` with leeway, `aud` per RFC 9068 section 4), then the admin's
+//! client, scope and claim rules. The caller's identity is issuer + subject; the raw token is
+//! dropped here and never reaches a target (invariant 2).
+
+mod dev_issuer;
+mod jwks;
+mod layer;
+mod metadata;
+mod rules;
+
+use std::sync::Arc;
+
+pub use dev_issuer::{DevIssuer, DevIssuerError};
+pub use jwks::{KeyStore, KeyStoreError};
+pub use layer::{AuthLayerState, require_caller};
+pub use metadata::{metadata_path, protected_resource_metadata, www_authenticate};
+pub use rules::Verifier;
+
+/// Audience that `portcullis token` puts in dev tokens and `--dev` requires.
+pub const DEV_AUDIENCE: &str = "portcullis";
+/// Scope that `portcullis token` grants by default and `--dev` requires.
+pub const DEV_SCOPE: &str = "mcp";
+
+/// An authenticated caller. Cheap to clone; holds no token material.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub issuer: Arc<str>,
+    pub subject: Arc<str>,
+    /// `client_id` (RFC 9068 section 2.2) or, failing that, `azp`.
+    pub client_id: Option<Arc<str>>,
+    pub scopes: Arc<[String]>,
+    /// `exp` of the inbound token, seconds since the epoch.
+    pub expires_at: u64,
+}
+
+impl Caller {
+    /// A stable, unambiguous user key: an OIDC issuer never contains `#` (OIDC Discovery 1.0
+    /// section 3 forbids fragments), so `issuer#subject` splits back at the first `#`.
+    pub fn user_id(&self) -> String {
+        format!("{}#{}", self.issuer, self.subject)
+    }
+}
+
+/// Why a request was not authenticated. Descriptions never include token material.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum AuthError {
+    /// No `Authorization: Bearer` header (RFC 6750 section 3.1: no error code).
+    #[error("bearer token required")]
+    MissingToken,
+    /// The token is malformed, badly signed, expired, or not meant for this gateway.
+    #[error("invalid token: {0}")]
+    InvalidToken(String),
+    /// Valid token without any of the required scopes (RFC 6750 section 3.1).
+    #[error("insufficient scope: one of [{}] is required", .0.join(", "))]
+    InsufficientScope(Vec<String>),
+    /// The issuer's keys have never been loaded; the request may succeed later.
+    #[error("the identity provider's signing keys are not available yet")]
+    KeysUnavailable,
+}

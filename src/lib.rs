@@ -1,0 +1,282 @@
+//! Portcullis: a self-hosted MCP gateway with per-user OAuth.
+//!
+//! This file assembles the runtime from a validated [`config::Config`]: the inbound verifier,
+//! the catalog (with hot reload), the call pipeline and the axum router. Each module below
+//! owns one question; see DESIGN.md section 3 for the map.
+
+#![forbid(unsafe_code)]
+
+pub mod call;
+pub mod catalog;
+pub mod config;
+mod dev;
+pub mod edge;
+pub mod inbound;
+pub mod mcp;
+mod routes;
+pub mod targets;
+pub mod telemetry;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use axum::Router;
+use axum::routing::get;
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::call::CallPipeline;
+use crate::catalog::Catalog;
+use crate::config::{Config, KeySourceConfig};
+use crate::inbound::{AuthLayerState, DevIssuer, KeyStore, Verifier};
+use crate::mcp::{McpGateway, SessionRegistry};
+
+/// The path of the MCP endpoint, also the resource identifier's path (RFC 9728).
+pub const MCP_PATH: &str = "/mcp";
+
+/// State shared by every request.
+pub struct GatewayState {
+    pub config: Config,
+    pub catalog: ArcSwap<Catalog>,
+    pub pipeline: CallPipeline,
+    pub sessions: SessionRegistry,
+    pub keys: Arc<KeyStore>,
+    pub dev_issuer: Option<Arc<DevIssuer>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    DevIssuer(#[from] inbound::DevIssuerError),
+    #[error("cannot build the HTTP client: {0}")]
+    HttpClient(#[from] reqwest::Error),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("server error: {0}")]
+    Serve(#[source] std::io::Error),
+    #[error("cannot watch the targets folder {dir}: {source}")]
+    Watch {
+        dir: String,
+        #[source]
+        source: notify::Error,
+    },
+}
+
+impl GatewayState {
+    /// Reloads the catalog from disk, swaps it in and tells live sessions.
+    pub async fn reload_catalog(&self) {
+        let previous = self.catalog.load_full();
+        let (catalog, problems) = Catalog::load(&self.config.targets.dir, &previous);
+        for problem in &problems {
+            tracing::warn!(%problem, "target file problem");
+        }
+        tracing::info!(
+            targets = catalog.target_count(),
+            tools = catalog.len(),
+            "catalog reloaded"
+        );
+        self.catalog.store(Arc::new(catalog));
+        self.sessions.notify_tools_changed().await;
+    }
+}
+
+/// A gateway ready to serve: its router and shared state.
+pub struct Gateway {
+    pub state: Arc<GatewayState>,
+    router: Router,
+    shutdown: CancellationToken,
+}
+
+impl Gateway {
+    /// Builds everything that does not need the network: keys are fetched in the background
+    /// (and `/readyz` says so until they are loaded).
+    pub async fn build(config: Config) -> Result<Gateway, StartError> {
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("portcullis/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        let (keys, dev_issuer) = match &config.inbound.keys {
+            KeySourceConfig::DevIssuer => {
+                let issuer = Arc::new(DevIssuer::load_or_create(
+                    &config.server.data_dir,
+                    &config.server.public_url,
+                )?);
+                let keys = KeyStore::fixed(
+                    issuer.issuer().to_string(),
+                    issuer.kid().to_string(),
+                    issuer.verify_key()?,
+                );
+                (Arc::new(keys), Some(issuer))
+            }
+            source => (Arc::new(KeyStore::remote(source, http)), None),
+        };
+        let (catalog, problems) = Catalog::load(&config.targets.dir, &Catalog::default());
+        for problem in &problems {
+            tracing::warn!(%problem, "target file problem");
+        }
+        tracing::info!(targets = catalog.target_count(), tools = catalog.len(), dir = %config.targets.dir.display(), "catalog loaded");
+        let pipeline = CallPipeline::new(
+            targets::HttpInvoker::new()?,
+            targets::LambdaInvoker::default(),
+            "portcullis".to_string(),
+        );
+        let state = Arc::new(GatewayState {
+            config,
+            catalog: ArcSwap::from_pointee(catalog),
+            pipeline,
+            sessions: SessionRegistry::default(),
+            keys,
+            dev_issuer,
+        });
+        let shutdown = CancellationToken::new();
+        let router = router(&state, &shutdown);
+        Ok(Gateway {
+            state,
+            router,
+            shutdown,
+        })
+    }
+
+    /// Serves on `listener` until `shutdown` completes. Starts the JWKS refresh and, if
+    /// configured, the targets-folder watcher.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<(), StartError> {
+        let refresher = tokio::spawn(self.state.keys.clone().run_refresh_loop());
+        let _watcher = if self.state.config.targets.watch {
+            let dir = self.state.config.targets.dir.clone();
+            let (watcher, mut changes) =
+                catalog::watch(&dir).map_err(|source| StartError::Watch {
+                    dir: dir.display().to_string(),
+                    source,
+                })?;
+            let state = self.state.clone();
+            tokio::spawn(async move {
+                while changes.recv().await.is_some() {
+                    state.reload_catalog().await;
+                }
+            });
+            Some(watcher)
+        } else {
+            None
+        };
+        let cancel = self.shutdown.clone();
+        let result = axum::serve(listener, self.router)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                cancel.cancel();
+            })
+            .await
+            .map_err(StartError::Serve);
+        refresher.abort();
+        result
+    }
+}
+
+/// Binds `config.server.listen` and serves until Ctrl-C / SIGTERM.
+pub async fn run(config: Config) -> Result<(), StartError> {
+    let addr = config.server.listen;
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { addr, source })?;
+    let gateway = Gateway::build(config).await?;
+    tracing::info!(%addr, "listening");
+    gateway.serve(listener, shutdown_signal()).await
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down");
+}
+
+fn router(state: &Arc<GatewayState>, shutdown: &CancellationToken) -> Router {
+    let server = &state.config.server;
+    let mcp_state = state.clone();
+    let mcp_service = StreamableHttpService::new(
+        move || Ok(McpGateway::new(mcp_state.clone())),
+        Arc::new(LocalSessionManager::default()),
+        StreamableHttpServerConfig::default()
+            .with_allowed_hosts(allowed_hosts(state))
+            .with_allowed_origins(allowed_origins(state))
+            .enforce_origin_validation()
+            .with_max_request_body_bytes(server.max_body_bytes)
+            .with_cancellation_token(shutdown.child_token()),
+    );
+    let auth = Arc::new(AuthLayerState {
+        verifier: Verifier::new(&state.config.inbound, state.keys.clone()),
+        public_url: server.public_url.clone(),
+        resource_path: MCP_PATH,
+    });
+    let mcp = Router::new().route_service(MCP_PATH, mcp_service).layer(
+        axum::middleware::from_fn_with_state(auth, inbound::require_caller),
+    );
+
+    let mut router = Router::new()
+        .merge(mcp)
+        .route(
+            "/.well-known/oauth-protected-resource",
+            get(routes::resource_metadata_root),
+        )
+        .route(
+            &inbound::metadata_path(MCP_PATH),
+            get(routes::resource_metadata_mcp),
+        )
+        .route("/healthz", get(routes::healthz))
+        .route("/readyz", get(routes::readyz))
+        .route("/metrics", get(routes::metrics));
+    if state.config.dev {
+        router = router.merge(dev::routes());
+    }
+    router.with_state(state.clone())
+}
+
+/// DNS-rebinding protection (MCP 2025-06-18 "Security Warning"): the Host must be the public
+/// one or a loopback name.
+fn allowed_hosts(state: &GatewayState) -> Vec<String> {
+    let mut hosts = vec![
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+        "[::1]".to_string(),
+    ];
+    if let Ok(url) = url::Url::parse(&state.config.server.public_url)
+        && let Some(host) = url.host_str()
+    {
+        hosts.push(host.to_string());
+    }
+    hosts.push(state.config.server.listen.ip().to_string());
+    hosts
+}
+
+/// Browsers may call only from the gateway's own origin and the configured ones.
+fn allowed_origins(state: &GatewayState) -> Vec<String> {
+    let mut origins = state.config.server.allowed_origins.clone();
+    if let Ok(url) = url::Url::parse(&state.config.server.public_url) {
+        origins.push(url.origin().ascii_serialization());
+    }
+    origins
+}

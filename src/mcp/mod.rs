@@ -1,0 +1,121 @@
+//! The MCP surface, on rmcp's Streamable HTTP server (DESIGN 2.5).
+//!
+//! rmcp negotiates the revision per request: 2025-03-26 / 2025-06-18 / 2025-11-25 clients
+//! `initialize` and get an `Mcp-Session-Id`; 2026-07-28 clients are served statelessly
+//! (`server/discover`, per-request `_meta`). This module only answers the two questions a
+//! gateway has (which tools, run one) and leaves wire details to rmcp.
+
+mod sessions;
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use rmcp::handler::server::ServerHandler;
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, ErrorData, Implementation, InitializeResult,
+    ListToolsResult, PaginatedRequestParams, ProtocolVersion, ServerCapabilities, Tool,
+};
+use rmcp::service::{NotificationContext, RequestContext, RoleServer};
+
+pub use sessions::SessionRegistry;
+
+use crate::GatewayState;
+use crate::catalog::PAGE_SIZE;
+use crate::inbound::Caller;
+
+/// The revisions DESIGN 2.5 commits to; rmcp picks the best match per request.
+const SUPPORTED_VERSIONS: &[ProtocolVersion] = &[
+    ProtocolVersion::V_2025_03_26,
+    ProtocolVersion::V_2025_06_18,
+    ProtocolVersion::V_2025_11_25,
+    ProtocolVersion::V_2026_07_28,
+];
+
+/// One handler per session (rmcp's factory clones it); all state is shared.
+#[derive(Clone)]
+pub struct McpGateway {
+    state: Arc<GatewayState>,
+}
+
+impl McpGateway {
+    pub fn new(state: Arc<GatewayState>) -> McpGateway {
+        McpGateway { state }
+    }
+}
+
+/// The authenticated caller, put into the HTTP request by `inbound::require_caller` and handed
+/// to us by rmcp inside the request parts.
+fn caller_of(extensions: &rmcp::model::Extensions) -> Result<Caller, ErrorData> {
+    extensions
+        .get::<http::request::Parts>()
+        .and_then(|parts| parts.extensions.get::<Caller>())
+        .cloned()
+        .ok_or_else(crate::edge::missing_caller)
+}
+
+impl ServerHandler for McpGateway {
+    fn get_info(&self) -> InitializeResult {
+        let capabilities = ServerCapabilities::builder()
+            .enable_tools()
+            .enable_tool_list_changed()
+            .build();
+        InitializeResult::new(capabilities)
+            .with_server_info(Implementation::new("portcullis", env!("CARGO_PKG_VERSION")))
+            .with_instructions(
+                "Tools are named <target>___<tool>. Some tools act with the user's own account at a downstream service; if one asks you to open a URL, show it to the user and retry after they finish.",
+            )
+    }
+
+    fn supported_protocol_versions(&self) -> Cow<'static, [ProtocolVersion]> {
+        Cow::Borrowed(SUPPORTED_VERSIONS)
+    }
+
+    async fn list_tools(
+        &self,
+        request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        caller_of(&context.extensions)?;
+        let catalog = self.state.catalog.load();
+        let cursor = request.as_ref().and_then(|r| r.cursor.as_deref());
+        let (page, next) = catalog
+            .page(cursor, PAGE_SIZE)
+            .map_err(|e| crate::edge::catalog_error(&e))?;
+        let mut result =
+            ListToolsResult::with_all_items(page.iter().map(|t| t.listing.clone()).collect());
+        result.next_cursor = next;
+        Ok(result)
+    }
+
+    fn get_tool(&self, name: &str) -> Option<Tool> {
+        self.state
+            .catalog
+            .load()
+            .get(name)
+            .map(|t| t.listing.clone())
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let caller = caller_of(&context.extensions)?;
+        let catalog = self.state.catalog.load_full();
+        let tool = catalog
+            .get(&request.name)
+            .ok_or_else(|| crate::edge::unknown_tool(&request.name))?;
+        let args = request.arguments.unwrap_or_default();
+        let message_id = context.id.to_string();
+        let result = self
+            .state
+            .pipeline
+            .run(&caller, tool, args, &message_id)
+            .await;
+        Ok(CallToolResponse::Complete(result))
+    }
+
+    async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
+        self.state.sessions.register(context.peer);
+    }
+}

@@ -1,0 +1,267 @@
+//! HTTP targets: arguments -> one request (DESIGN 2.3 "HTTP mapping") -> tool result.
+//!
+//! Path parameters are single segments, percent-encoded per RFC 3986 section 3.3 with every
+//! character outside `unreserved` escaped; values that are empty, `.`, `..` or contain `/`
+//! are refused outright, because some servers decode `%2F` and `%2E%2E` before routing and
+//! the model must never be able to reach a path the admin did not declare.
+
+use std::time::Duration;
+
+use http::HeaderValue;
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use rmcp::model::CallToolResult;
+use serde_json::{Map, Value};
+
+use super::{TargetError, body_result, error_result, excerpt, read_limited};
+use crate::catalog::model::{HttpRoute, HttpTarget, PathPart};
+
+/// RFC 3986 section 2.3 unreserved characters stay; everything else is escaped.
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// One pooled client for all HTTP targets: connections are reused per host (keep-alive).
+#[derive(Clone)]
+pub struct HttpInvoker {
+    client: reqwest::Client,
+}
+
+impl HttpInvoker {
+    pub fn new() -> Result<HttpInvoker, reqwest::Error> {
+        let client = reqwest::Client::builder()
+            .user_agent(concat!("portcullis/", env!("CARGO_PKG_VERSION")))
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(256)
+            .tcp_nodelay(true)
+            // Targets are admin-declared; following redirects would let a target bounce the
+            // request (and any injected credential) to a host nobody declared.
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?;
+        Ok(HttpInvoker { client })
+    }
+
+    pub async fn invoke(
+        &self,
+        target: &HttpTarget,
+        route: &HttpRoute,
+        args: &Map<String, Value>,
+    ) -> Result<CallToolResult, TargetError> {
+        let request = self.build(target, route, args)?;
+        let response = tokio::time::timeout(target.timeout, request.send())
+            .await
+            .map_err(|_| TargetError::Timeout(target.timeout.as_millis()))?
+            .map_err(|e| {
+                if e.is_timeout() {
+                    TargetError::Timeout(target.timeout.as_millis())
+                } else {
+                    TargetError::Unreachable(describe(&e))
+                }
+            })?;
+        let status = response.status();
+        let is_json = response
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(is_json_media_type);
+        let body = tokio::time::timeout(
+            target.timeout,
+            read_limited(response, target.max_response_bytes),
+        )
+        .await
+        .map_err(|_| TargetError::Timeout(target.timeout.as_millis()))??;
+        if status.as_u16() >= 400 {
+            return Ok(error_result(format!("HTTP {status}: {}", excerpt(&body))));
+        }
+        Ok(body_result(&body, is_json))
+    }
+
+    fn build(
+        &self,
+        target: &HttpTarget,
+        route: &HttpRoute,
+        args: &Map<String, Value>,
+    ) -> Result<reqwest::RequestBuilder, TargetError> {
+        let mut url = target.base_url.clone();
+        for part in &route.path {
+            match part {
+                PathPart::Literal(text) => url.push_str(text),
+                PathPart::Param(name) => {
+                    let value = scalar(name, args.get(name))?;
+                    if value.is_empty() || value == "." || value == ".." || value.contains('/') {
+                        return Err(TargetError::BadArgument {
+                            name: name.clone(),
+                            problem: "must be a single path segment (not empty, `.`, `..`, and without `/`)".into(),
+                        });
+                    }
+                    url.extend(utf8_percent_encode(&value, SEGMENT));
+                }
+            }
+        }
+        let mut pairs: Vec<(&str, String)> = Vec::new();
+        for name in &route.query {
+            match args.get(name) {
+                None | Some(Value::Null) => {}
+                Some(Value::Array(items)) => {
+                    for item in items {
+                        pairs.push((name, scalar(name, Some(item))?));
+                    }
+                }
+                Some(value) => pairs.push((name, scalar(name, Some(value))?)),
+            }
+        }
+        let mut request = self
+            .client
+            .request(route.method.clone(), url)
+            .headers(target.headers.clone());
+        if !pairs.is_empty() {
+            request = request.query(&pairs);
+        }
+        for (arg, header) in &route.headers {
+            if let Some(value) = args.get(arg).filter(|v| !v.is_null()) {
+                let value = HeaderValue::from_str(&scalar(arg, Some(value))?).map_err(|_| {
+                    TargetError::BadArgument {
+                        name: arg.clone(),
+                        problem: "is not a valid header value".into(),
+                    }
+                })?;
+                request = request.header(header.clone(), value);
+            }
+        }
+        if route.has_body {
+            let mapped: Vec<&str> = route.mapped_args().collect();
+            let body: Map<String, Value> = args
+                .iter()
+                .filter(|(k, _)| !mapped.contains(&k.as_str()))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            request = request.json(&body);
+        }
+        Ok(request)
+    }
+}
+
+/// Strings as they are; numbers and booleans in their JSON form; anything else is refused.
+fn scalar(name: &str, value: Option<&Value>) -> Result<String, TargetError> {
+    match value {
+        Some(Value::String(s)) => Ok(s.clone()),
+        Some(Value::Number(n)) => Ok(n.to_string()),
+        Some(Value::Bool(b)) => Ok(b.to_string()),
+        None => Err(TargetError::BadArgument {
+            name: name.to_string(),
+            problem: "is required by the request mapping".into(),
+        }),
+        Some(_) => Err(TargetError::BadArgument {
+            name: name.to_string(),
+            problem: "must be a string, number or boolean here".into(),
+        }),
+    }
+}
+
+/// `application/json` and any `+json` structured syntax suffix (RFC 6839 section 3.1).
+fn is_json_media_type(content_type: &str) -> bool {
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+/// A transport error without its URL (which may carry query arguments) and without secrets.
+fn describe(error: &reqwest::Error) -> String {
+    let kind = if error.is_connect() {
+        "connection failed"
+    } else if error.is_request() {
+        "request failed"
+    } else {
+        "transport error"
+    };
+    let mut source = std::error::Error::source(error);
+    let mut detail = String::new();
+    while let Some(inner) = source {
+        detail = inner.to_string();
+        source = inner.source();
+    }
+    if detail.is_empty() {
+        kind.to_string()
+    } else {
+        format!("{kind}: {detail}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::parse_path_template;
+    use http::{HeaderMap, Method};
+    use serde_json::json;
+
+    fn target() -> HttpTarget {
+        HttpTarget {
+            base_url: "http://127.0.0.1:9/api".into(),
+            headers: HeaderMap::new(),
+            timeout: Duration::from_secs(1),
+            max_response_bytes: 1024,
+        }
+    }
+
+    fn route(path: &str, method: Method) -> HttpRoute {
+        HttpRoute {
+            has_body: matches!(method, Method::POST),
+            method,
+            path: parse_path_template(path).unwrap(),
+            query: vec!["q".into()],
+            headers: vec![],
+        }
+    }
+
+    fn url_of(path: &str, args: serde_json::Value) -> Result<String, TargetError> {
+        let invoker = HttpInvoker::new().unwrap();
+        let request = invoker.build(
+            &target(),
+            &route(path, Method::GET),
+            args.as_object().unwrap(),
+        )?;
+        Ok(request.build().unwrap().url().to_string())
+    }
+
+    #[test]
+    fn path_parameters_are_encoded_as_one_segment() {
+        assert_eq!(
+            url_of("/users/{owner}/repos", json!({"owner": "a b?#%"})).unwrap(),
+            "http://127.0.0.1:9/api/users/a%20b%3F%23%25/repos"
+        );
+    }
+
+    #[test]
+    fn traversal_and_slashes_are_refused() {
+        for bad in ["..", ".", "", "a/b", "../etc"] {
+            assert!(
+                matches!(
+                    url_of("/users/{owner}", json!({"owner": bad})),
+                    Err(TargetError::BadArgument { .. })
+                ),
+                "{bad:?} accepted"
+            );
+        }
+    }
+
+    #[test]
+    fn query_arrays_repeat_and_numbers_keep_json_form() {
+        assert_eq!(
+            url_of("/s", json!({"q": [1, "x y"]})).unwrap(),
+            "http://127.0.0.1:9/api/s?q=1&q=x+y"
+        );
+    }
+
+    #[test]
+    fn json_media_types_are_recognised() {
+        assert!(is_json_media_type("application/json; charset=utf-8"));
+        assert!(is_json_media_type("application/problem+json"));
+        assert!(!is_json_media_type("text/plain"));
+    }
+}

@@ -1,0 +1,68 @@
+//! Logs, metrics and the audit trail.
+//!
+//! Log lines are written by a background thread (`tracing_appender::non_blocking`) so a slow
+//! terminal or log shipper never stalls a tool call. Metrics carry no user identifiers (they
+//! are unbounded and personal); the audit event per tool call does, in the log only.
+
+use std::time::Duration;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tracing_appender::non_blocking::WorkerGuard;
+use tracing_subscriber::EnvFilter;
+
+use crate::call::Outcome;
+use crate::config::{LogFormat, TelemetryConfig};
+use crate::inbound::{AuthError, Caller};
+
+/// Installs the global subscriber. Keep the guard alive: dropping it flushes and stops the
+/// writer thread. `RUST_LOG`, when set, overrides the configured level.
+pub fn init_logging(config: &TelemetryConfig) -> WorkerGuard {
+    let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&config.log_level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer);
+    // A subscriber may already be installed (tests embedding the gateway); that is fine.
+    let _ = match config.log_format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+    guard
+}
+
+/// Installs the Prometheus recorder once per process and returns the handle `/metrics` renders.
+pub fn metrics_handle() -> Option<PrometheusHandle> {
+    static HANDLE: std::sync::OnceLock<Option<PrometheusHandle>> = std::sync::OnceLock::new();
+    HANDLE
+        .get_or_init(|| PrometheusBuilder::new().install_recorder().ok())
+        .clone()
+}
+
+/// The audit event and metrics for one tool call.
+pub fn tool_called(caller: &Caller, tool: &str, outcome: Outcome, elapsed: Duration) {
+    tracing::info!(
+        target: "portcullis::audit",
+        issuer = %caller.issuer,
+        subject = %caller.subject,
+        tool,
+        outcome = outcome.as_str(),
+        elapsed_us = elapsed.as_micros() as u64,
+        "tools/call"
+    );
+    metrics::counter!("portcullis_tool_calls_total", "tool" => tool.to_string(), "outcome" => outcome.as_str())
+        .increment(1);
+    metrics::histogram!("portcullis_tool_call_seconds", "outcome" => outcome.as_str())
+        .record(elapsed.as_secs_f64());
+}
+
+pub fn auth_refused(error: &AuthError) {
+    let reason = match error {
+        AuthError::MissingToken => "missing_token",
+        AuthError::InvalidToken(_) => "invalid_token",
+        AuthError::InsufficientScope(_) => "insufficient_scope",
+        AuthError::KeysUnavailable => "keys_unavailable",
+    };
+    metrics::counter!("portcullis_auth_refused_total", "reason" => reason).increment(1);
+}
