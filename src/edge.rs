@@ -37,6 +37,52 @@ pub fn auth_error_response(error: &AuthError, public_url: &str, resource_path: &
     response
 }
 
+/// rmcp answers some malformed requests (unparsable JSON, missing headers, oversized bodies)
+/// with a plain-text 400/406/413/415. Clients expect a JSON-RPC error object (JSON-RPC 2.0 section 5.1: -32700 parse error,
+/// -32600 invalid request, `id` null), so those bodies are rewritten here, on the error path
+/// only; the message is kept because it says what was wrong.
+pub async fn json_rpc_client_errors(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let response = next.run(request).await;
+    let rewritable_status = matches!(
+        response.status(),
+        StatusCode::BAD_REQUEST
+            | StatusCode::NOT_ACCEPTABLE
+            | StatusCode::PAYLOAD_TOO_LARGE
+            | StatusCode::UNSUPPORTED_MEDIA_TYPE
+    );
+    let is_json_or_stream = response
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json") || v.starts_with("text/event-stream"));
+    if !rewritable_status || is_json_or_stream {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let message = match axum::body::to_bytes(body, 64 * 1024).await {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).trim().to_string(),
+        Err(_) => "bad request".to_string(),
+    };
+    let code = if message.starts_with("fail to deserialize") {
+        ErrorCode::PARSE_ERROR
+    } else {
+        ErrorCode::INVALID_REQUEST
+    };
+    let body = json!({"jsonrpc": "2.0", "id": null, "error": {"code": code.0, "message": message}});
+    let mut response = (parts.status, Json(body)).into_response();
+    for (name, value) in parts
+        .headers
+        .iter()
+        .filter(|(n, _)| *n != http::header::CONTENT_TYPE && *n != http::header::CONTENT_LENGTH)
+    {
+        response.headers_mut().insert(name.clone(), value.clone());
+    }
+    response
+}
+
 /// MCP 2025-06-18 "Tools: Error Handling": an unknown tool is a protocol error, -32602.
 pub fn unknown_tool(name: &str) -> ErrorData {
     ErrorData::new(

@@ -98,6 +98,8 @@ impl Gateway {
     /// Builds everything that does not need the network: keys are fetched in the background
     /// (and `/readyz` says so until they are loaded).
     pub async fn build(config: Config) -> Result<Gateway, StartError> {
+        // Install the recorder before anything counts, so no early event is lost.
+        let _ = telemetry::metrics_handle();
         let http = reqwest::Client::builder()
             .user_agent(concat!("portcullis/", env!("CARGO_PKG_VERSION")))
             .build()?;
@@ -232,9 +234,14 @@ fn router(state: &Arc<GatewayState>, shutdown: &CancellationToken) -> Router {
         public_url: server.public_url.clone(),
         resource_path: MCP_PATH,
     });
-    let mcp = Router::new().route_service(MCP_PATH, mcp_service).layer(
-        axum::middleware::from_fn_with_state(auth, inbound::require_caller),
-    );
+    // Layers run outermost-last: authenticate first, then rewrite rmcp's plain-text errors.
+    let mcp = Router::new()
+        .route_service(MCP_PATH, mcp_service)
+        .route_layer(axum::middleware::from_fn(edge::json_rpc_client_errors))
+        .route_layer(axum::middleware::from_fn_with_state(
+            auth,
+            inbound::require_caller,
+        ));
 
     let mut router = Router::new()
         .merge(mcp)
@@ -252,7 +259,10 @@ fn router(state: &Arc<GatewayState>, shutdown: &CancellationToken) -> Router {
     if state.config.dev {
         router = router.merge(dev::routes());
     }
-    router.with_state(state.clone())
+    // Unknown paths are a plain 404, whatever layers the routers above carry.
+    router
+        .fallback(|| async { http::StatusCode::NOT_FOUND })
+        .with_state(state.clone())
 }
 
 /// DNS-rebinding protection (MCP 2025-06-18 "Security Warning"): the Host must be the public

@@ -1,0 +1,194 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! The command line (DESIGN 2.1): `validate` reports every problem with its location,
+//! `serve --dev` + `token` give a working gateway from nothing.
+
+mod support {
+    pub mod binary;
+    pub mod gateway;
+    pub mod idp;
+}
+
+use serde_json::{Value, json};
+use support::binary::{RunningBinary, free_port, run};
+use support::gateway::write_json;
+
+fn good_target() -> Value {
+    json!({"name": "shop", "http": {"baseUrl": "http://127.0.0.1:9"},
+           "tools": [{"name": "get", "inputSchema": {"type": "object"}, "http": {"method": "GET", "path": "/"}}]})
+}
+
+const GOOD_CONFIG: &str = r#"
+[inbound]
+discovery_url = "https://idp.example.com/.well-known/openid-configuration"
+allowed_audiences = ["portcullis"]
+[targets]
+dir = "targets"
+"#;
+
+#[test]
+fn validate_accepts_a_good_setup() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("portcullis.toml"), GOOD_CONFIG).unwrap();
+    write_json(&dir.path().join("targets"), "shop.json", &good_target());
+    let (code, stdout, stderr) = run(&["validate", "--config", "portcullis.toml"], dir.path());
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("1 target(s), 1 tool(s)"), "{stdout}");
+}
+
+#[test]
+fn validate_lists_every_config_problem_with_its_key() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("portcullis.toml"),
+        "[server]\nlisten = \"nope\"\n[inbound]\ndiscovery_url = \"ftp://x\"\n",
+    )
+    .unwrap();
+    let (code, _, stderr) = run(&["validate", "--config", "portcullis.toml"], dir.path());
+    assert_eq!(code, 1);
+    for key in [
+        "server.listen",
+        "inbound.discovery_url",
+        "inbound.allowed_audiences",
+    ] {
+        assert!(stderr.contains(key), "{key} missing from: {stderr}");
+    }
+}
+
+#[test]
+fn validate_lists_every_target_problem_with_file_and_pointer() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("portcullis.toml"), GOOD_CONFIG).unwrap();
+    let targets = dir.path().join("targets");
+    write_json(&targets, "good.json", &good_target());
+    let mut bad_name = good_target();
+    bad_name["name"] = json!("bad_name");
+    write_json(&targets, "bad-name.json", &bad_name);
+    let mut bad_tool = good_target();
+    bad_tool["name"] = json!("other");
+    bad_tool["tools"][0]["http"]["path"] = json!("/items/{id}");
+    write_json(&targets, "bad-tool.json", &bad_tool);
+    std::fs::write(targets.join("broken.json"), "{").unwrap();
+    let (code, _, stderr) = run(&["validate", "--config", "portcullis.toml"], dir.path());
+    assert_eq!(code, 1);
+    assert!(stderr.contains("bad-name.json at /name"), "{stderr}");
+    assert!(
+        stderr.contains("bad-tool.json at /tools/0/http/path"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("broken.json: invalid JSON"), "{stderr}");
+    assert!(stderr.contains("3 problem(s)"), "{stderr}");
+}
+
+#[test]
+fn serve_without_config_or_dev_explains_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, _, stderr) = run(&["serve"], dir.path());
+    assert_eq!(code, 1);
+    assert!(stderr.contains("--dev"), "{stderr}");
+}
+
+#[test]
+fn dev_mode_refuses_a_public_address() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("portcullis.toml"),
+        "[server]\nlisten = \"0.0.0.0:8080\"\n",
+    )
+    .unwrap();
+    let (code, _, stderr) = run(
+        &["serve", "--dev", "--config", "portcullis.toml"],
+        dir.path(),
+    );
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("--dev refuses to bind the non-loopback address"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_mode_and_token_give_a_working_gateway() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    std::fs::write(
+        dir.path().join("portcullis.toml"),
+        format!("[server]\nlisten = \"127.0.0.1:{port}\"\n[targets]\ndir = \"targets\"\n"),
+    )
+    .unwrap();
+    write_json(
+        &dir.path().join("targets"),
+        "echo.json",
+        &json!({"name": "echo", "http": {"baseUrl": format!("{base}/dev/echo")},
+                "tools": [{"name": "say", "inputSchema": {"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]},
+                           "http": {"method": "POST", "path": "/say"}}]}),
+    );
+    let gateway = RunningBinary::serve(dir.path(), port, true, &[]).await;
+    let (code, token, stderr) = run(
+        &["token", "--sub", "alice", "--config", "portcullis.toml"],
+        dir.path(),
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let token = token.trim();
+
+    // The dev issuer is a real OIDC issuer: discovery and JWKS are served.
+    let discovery: Value = reqwest::get(format!("{base}/dev/.well-known/openid-configuration"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(discovery["issuer"], format!("{base}/dev"));
+
+    let response = reqwest::Client::new()
+        .post(gateway.mcp_url())
+        .bearer_auth(token)
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", "echo___say")
+        .json(
+            &json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+            "name": "echo___say", "arguments": {"text": "hello"},
+            "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                      "io.modelcontextprotocol/clientInfo": {"name": "t", "version": "1"},
+                      "io.modelcontextprotocol/clientCapabilities": {}}}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let body = response.text().await.unwrap();
+    let message: Value = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .find_map(|d| serde_json::from_str(d.trim()).ok())
+        .unwrap_or_else(|| serde_json::from_str(&body).unwrap());
+    assert_eq!(
+        message["result"]["structuredContent"],
+        json!({"echo": "hello"}),
+        "{body}"
+    );
+
+    // A token for another audience is refused even though the dev issuer signed it.
+    let (_, other, _) = run(
+        &[
+            "token",
+            "--sub",
+            "alice",
+            "--aud",
+            "other",
+            "--config",
+            "portcullis.toml",
+        ],
+        dir.path(),
+    );
+    let refused = reqwest::Client::new()
+        .post(gateway.mcp_url())
+        .bearer_auth(other.trim())
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status().as_u16(), 401);
+}
