@@ -22,6 +22,7 @@ pub struct TestGateway {
 }
 
 /// What a test gateway is built from.
+#[derive(Default)]
 pub struct Setup<'a> {
     pub targets: Vec<(&'a str, Value)>,
     /// Extra TOML appended to `[inbound]` (e.g. `allowed_clients = ["x"]`).
@@ -31,16 +32,6 @@ pub struct Setup<'a> {
     pub watch: bool,
 }
 
-impl Default for Setup<'_> {
-    fn default() -> Self {
-        Setup {
-            targets: vec![],
-            inbound_extra: "",
-            extra: "",
-            watch: false,
-        }
-    }
-}
 
 pub fn write_json(dir: &Path, name: &str, value: &Value) {
     let path = dir.join(name);
