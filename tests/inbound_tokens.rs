@@ -270,3 +270,18 @@ async fn protected_resource_metadata_points_at_the_idp() {
         assert_eq!(doc["scopes_supported"], json!(["mcp"]), "{path}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_survive_an_idp_outage() {
+    let mut idp = Idp::spawn(&[]).await;
+    let gateway = TestGateway::start(&idp, Setup::default()).await;
+    let token = gateway.token(&idp).await;
+    idp.stop().await;
+    // A refresh during the outage fails, and an unknown kid cannot be fetched either...
+    assert!(gateway.state.keys.refresh().await.is_err());
+    let forged = idp.sign_with_kid(&claims(&idp, &gateway), "rotated-key");
+    assert_refused(&gateway, &forged, 401, "invalid_token").await;
+    // ...but the last good keys keep serving: callers are not logged out by an IdP outage.
+    let response = post_mcp(&gateway.mcp_url(), Some(&token), &initialize_body()).await;
+    assert_eq!(response.status().as_u16(), 200);
+}

@@ -325,6 +325,13 @@ impl Idp {
     }
 
     /// Whether this value spawned (and owns) the IdP process.
+    /// Kills a spawned IdP and waits for it to exit: an IdP outage. No-op for a shared IdP.
+    pub async fn stop(&mut self) {
+        if let Some(mut process) = self.process.take() {
+            let _ = process._child.kill().await;
+        }
+    }
+
     pub fn is_owned(&self) -> bool {
         self.process.is_some()
     }
