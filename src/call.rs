@@ -1,14 +1,17 @@
 //! The one tool-call pipeline: validate arguments -> credential -> invoke -> audit.
 //!
-//! Readable top to bottom in [`CallPipeline::run`]; protocol shaping (revisions, JSON-RPC) is
-//! the `mcp` module's job and error wording is `edge`'s.
+//! Readable top to bottom in [`CallPipeline::run`]; protocol shaping (revisions, JSON-RPC,
+//! how a consent prompt reaches the client) is the `mcp` module's job and error wording is
+//! `edge`'s.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use rmcp::model::CallToolResult;
 use serde_json::{Map, Value};
 
 use crate::catalog::{CatalogTool, TargetKind};
+use crate::identity::{ConsentPrompt, Credential, CredentialRequest, Identity, Injection};
 use crate::inbound::Caller;
 use crate::targets::lambda::InvokeContext;
 use crate::targets::{HttpInvoker, LambdaInvoker, TargetError};
@@ -16,6 +19,7 @@ use crate::targets::{HttpInvoker, LambdaInvoker, TargetError};
 pub struct CallPipeline {
     http: HttpInvoker,
     lambda: LambdaInvoker,
+    identity: Option<Arc<Identity>>,
     gateway_id: String,
 }
 
@@ -26,6 +30,7 @@ pub enum Outcome {
     InvalidArguments,
     ToolError,
     TargetFailed,
+    ConsentRequired,
     CredentialUnavailable,
 }
 
@@ -36,33 +41,58 @@ impl Outcome {
             Outcome::InvalidArguments => "invalid_arguments",
             Outcome::ToolError => "tool_error",
             Outcome::TargetFailed => "target_failed",
+            Outcome::ConsentRequired => "consent_required",
             Outcome::CredentialUnavailable => "credential_unavailable",
         }
     }
 }
 
+/// What the client gets: a tool result, or a request to send the user to a consent URL.
+pub enum CallOutcome {
+    Result(CallToolResult),
+    NeedsConsent(ConsentPrompt),
+}
+
+/// Per-call options from the request's `_meta`.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct CallOptions {
+    /// Ask for a new consent even if a token exists (AgentCore `forceAuthentication`).
+    pub force_authentication: bool,
+}
+
 impl CallPipeline {
-    pub fn new(http: HttpInvoker, lambda: LambdaInvoker, gateway_id: String) -> CallPipeline {
+    pub fn new(
+        http: HttpInvoker,
+        lambda: LambdaInvoker,
+        identity: Option<Arc<Identity>>,
+        gateway_id: String,
+    ) -> CallPipeline {
         CallPipeline {
             http,
             lambda,
+            identity,
             gateway_id,
         }
     }
 
-    /// Runs `tool` for `caller`. Always yields a tool result: failures that the model can act
-    /// on (bad arguments, target errors) are `isError` results, never protocol errors.
+    pub fn identity(&self) -> Option<&Arc<Identity>> {
+        self.identity.as_ref()
+    }
+
+    /// Runs `tool` for `caller`. Failures the model can act on (bad arguments, target errors)
+    /// are `isError` results, never protocol errors.
     pub async fn run(
         &self,
         caller: &Caller,
         tool: &CatalogTool,
         args: Map<String, Value>,
         message_id: &str,
-    ) -> CallToolResult {
+        options: CallOptions,
+    ) -> CallOutcome {
         let started = Instant::now();
-        let (result, outcome) = self.execute(caller, tool, args, message_id).await;
-        crate::telemetry::tool_called(caller, &tool.qualified_name, outcome, started.elapsed());
-        result
+        let (outcome, audit) = self.execute(caller, tool, args, message_id, options).await;
+        crate::telemetry::tool_called(caller, &tool.qualified_name, audit, started.elapsed());
+        outcome
     }
 
     async fn execute(
@@ -71,38 +101,133 @@ impl CallPipeline {
         tool: &CatalogTool,
         args: Map<String, Value>,
         message_id: &str,
-    ) -> (CallToolResult, Outcome) {
+        options: CallOptions,
+    ) -> (CallOutcome, Outcome) {
+        // 1. Arguments must match the tool's inputSchema before anything runs.
         let args = Value::Object(args);
         let failures: Vec<String> = tool
             .validator
             .iter_errors(&args)
             .map(|e| crate::edge::describe_argument_error(&e))
             .collect();
-        if !failures.is_empty() {
-            return (
-                crate::edge::invalid_arguments_result(&failures),
-                Outcome::InvalidArguments,
-            );
-        }
         let Value::Object(args) = args else {
             return (
-                crate::edge::invalid_arguments_result(&["/: must be an object".into()]),
+                result(crate::edge::invalid_arguments_result(&[
+                    "/: must be an object".into(),
+                ])),
                 Outcome::InvalidArguments,
             );
         };
-
-        if let Some(credentials) = &tool.target.credentials {
+        if !failures.is_empty() {
             return (
-                crate::edge::credential_unavailable_result(credentials),
-                Outcome::CredentialUnavailable,
+                result(crate::edge::invalid_arguments_result(&failures)),
+                Outcome::InvalidArguments,
             );
         }
 
-        let invoked = match &tool.target.kind {
-            TargetKind::Http(target) => match &tool.route {
-                Some(route) => self.http.invoke(target, route, &args).await,
-                None => Err(TargetError::Unreachable("tool has no HTTP mapping".into())),
-            },
+        // 2. The caller's own downstream credential, if the target declares one.
+        let resource = match &tool.target.kind {
+            TargetKind::Http(http) => Some(http.base_url.as_str()),
+            TargetKind::Lambda(_) => None,
+        };
+        let request = CredentialRequest {
+            tool_scopes: &tool.def.scopes,
+            resource,
+            force_authentication: options.force_authentication,
+        };
+        let credential = match self.credential(caller, tool, &request).await {
+            Ok(Some(Credential::Ready(injection))) => Some(injection),
+            Ok(Some(Credential::NeedsConsent(prompt))) => {
+                return (CallOutcome::NeedsConsent(prompt), Outcome::ConsentRequired);
+            }
+            Ok(None) => None,
+            Err(failure) => return (result(failure), Outcome::CredentialUnavailable),
+        };
+
+        // 3. Invoke; a 401 from the API means the user's token died: refresh once and retry.
+        let first = self
+            .invoke(caller, tool, &args, message_id, credential.as_ref())
+            .await;
+        let invoked = match (first, &credential, &tool.target.credentials, &self.identity) {
+            (
+                Ok((_, Some(401))),
+                Some(Injection::Bearer(used)),
+                Some(credentials),
+                Some(identity),
+            ) => {
+                match identity
+                    .after_unauthorized(caller, credentials, used, &request)
+                    .await
+                {
+                    Ok(Credential::Ready(fresh)) => {
+                        self.invoke(caller, tool, &args, message_id, Some(&fresh))
+                            .await
+                    }
+                    Ok(Credential::NeedsConsent(prompt)) => {
+                        return (CallOutcome::NeedsConsent(prompt), Outcome::ConsentRequired);
+                    }
+                    Err(error) => {
+                        return (
+                            result(crate::edge::credential_error_result(&error)),
+                            Outcome::CredentialUnavailable,
+                        );
+                    }
+                }
+            }
+            (first, ..) => first,
+        };
+
+        // 4. Shape for the audit trail.
+        match invoked {
+            Ok((tool_result, _)) if tool_result.is_error == Some(true) => {
+                (result(tool_result), Outcome::ToolError)
+            }
+            Ok((tool_result, _)) => (result(tool_result), Outcome::Ok),
+            Err(error) => (
+                result(crate::edge::target_error_result(&error)),
+                Outcome::TargetFailed,
+            ),
+        }
+    }
+
+    /// `Ok(None)`: the target needs no credential.
+    async fn credential(
+        &self,
+        caller: &Caller,
+        tool: &CatalogTool,
+        request: &CredentialRequest<'_>,
+    ) -> Result<Option<Credential>, CallToolResult> {
+        let Some(credentials) = &tool.target.credentials else {
+            return Ok(None);
+        };
+        let Some(identity) = &self.identity else {
+            return Err(crate::edge::credential_unavailable_result(credentials));
+        };
+        identity
+            .credential_for(caller, credentials, request)
+            .await
+            .map(Some)
+            .map_err(|e| crate::edge::credential_error_result(&e))
+    }
+
+    /// The result and, for HTTP targets, the response status.
+    async fn invoke(
+        &self,
+        caller: &Caller,
+        tool: &CatalogTool,
+        args: &Map<String, Value>,
+        message_id: &str,
+        credential: Option<&Injection>,
+    ) -> Result<(CallToolResult, Option<u16>), TargetError> {
+        match &tool.target.kind {
+            TargetKind::Http(target) => {
+                let route = tool
+                    .route
+                    .as_ref()
+                    .ok_or_else(|| TargetError::Unreachable("tool has no HTTP mapping".into()))?;
+                let reply = self.http.invoke(target, route, args, credential).await?;
+                Ok((reply.result, Some(reply.status)))
+            }
             TargetKind::Lambda(target) => {
                 let user_id = caller.user_id();
                 let context = InvokeContext {
@@ -111,17 +236,14 @@ impl CallPipeline {
                     target_name: &tool.target.name,
                     mcp_message_id: message_id,
                     user_id: &user_id,
+                    credential,
                 };
-                self.lambda.invoke(target, &args, &context).await
+                Ok((self.lambda.invoke(target, args, &context).await?, None))
             }
-        };
-        match invoked {
-            Ok(result) if result.is_error == Some(true) => (result, Outcome::ToolError),
-            Ok(result) => (result, Outcome::Ok),
-            Err(error) => (
-                crate::edge::target_error_result(&error),
-                Outcome::TargetFailed,
-            ),
         }
     }
+}
+
+fn result(result: CallToolResult) -> CallOutcome {
+    CallOutcome::Result(result)
 }

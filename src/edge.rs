@@ -139,3 +139,57 @@ pub fn credential_unavailable_result(credentials: &Credentials) -> CallToolResul
         "This tool needs a credential from provider {provider:?}, which is not configured on this gateway; ask the administrator to add it under [providers] or [api_keys]."
     ))])
 }
+
+/// A credential could not be obtained for a reason other than missing consent.
+pub fn credential_error_result(error: &crate::identity::IdentityError) -> CallToolResult {
+    CallToolResult::error(vec![Content::text(format!(
+        "Could not obtain the downstream credential for this tool: {error}"
+    ))])
+}
+
+/// MCP 2025-11-25 "URL Elicitation Required" (-32042): the client shows `url` to the user.
+pub const URL_ELICITATION_REQUIRED: ErrorCode = ErrorCode(-32042);
+
+fn elicitation_json(prompt: &crate::identity::ConsentPrompt) -> serde_json::Value {
+    json!({"mode": "url", "elicitationId": prompt.id, "url": prompt.url, "message": prompt.message})
+}
+
+/// For 2025-11-25 clients that declared `elicitation.url`.
+pub fn consent_error(prompt: &crate::identity::ConsentPrompt) -> ErrorData {
+    ErrorData::new(
+        URL_ELICITATION_REQUIRED,
+        format!(
+            "This request requires connecting your {} account.",
+            prompt.provider
+        ),
+        Some(json!({"elicitations": [elicitation_json(prompt)]})),
+    )
+}
+
+/// For 2026-07-28 clients: an `input_required` result (SEP-2322 MRTR) carrying a URL-mode
+/// elicitation; the client retries the call once the user is done.
+pub fn consent_input_required(
+    prompt: &crate::identity::ConsentPrompt,
+) -> rmcp::model::InputRequiredResult {
+    let request =
+        rmcp::model::ElicitRequest::new(rmcp::model::ElicitRequestParams::UrlElicitationParams {
+            meta: None,
+            message: prompt.message.clone(),
+            url: prompt.url.clone(),
+            elicitation_id: prompt.id.clone(),
+        });
+    let mut requests = rmcp::model::InputRequests::new();
+    requests.insert(
+        prompt.id.clone(),
+        rmcp::model::InputRequest::Elicitation(request),
+    );
+    rmcp::model::InputRequiredResult::from_input_requests(requests)
+}
+
+/// For every other client: an `isError` result whose text holds the absolute URL.
+pub fn consent_tool_result(prompt: &crate::identity::ConsentPrompt) -> CallToolResult {
+    CallToolResult::error(vec![Content::text(format!(
+        "{} Open this URL in a browser: {}\nThen call the tool again.",
+        prompt.message, prompt.url
+    ))])
+}

@@ -11,11 +11,13 @@ pub mod catalog;
 pub mod config;
 mod dev;
 pub mod edge;
+pub mod identity;
 pub mod inbound;
 pub mod mcp;
 mod routes;
 pub mod targets;
 pub mod telemetry;
+pub mod vault;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -45,12 +47,16 @@ pub struct GatewayState {
     pub sessions: SessionRegistry,
     pub keys: Arc<KeyStore>,
     pub dev_issuer: Option<Arc<DevIssuer>>,
+    /// Per-user downstream credentials; `None` when no provider or API key is configured.
+    pub identity: Option<Arc<identity::Identity>>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error(transparent)]
     DevIssuer(#[from] inbound::DevIssuerError),
+    #[error(transparent)]
+    Vault(#[from] vault::VaultError),
     #[error("cannot build the HTTP client: {0}")]
     HttpClient(#[from] reqwest::Error),
     #[error("cannot listen on {addr}: {source}")]
@@ -100,8 +106,11 @@ impl Gateway {
     pub async fn build(config: Config) -> Result<Gateway, StartError> {
         // Install the recorder before anything counts, so no early event is lost.
         let _ = telemetry::metrics_handle();
+        // For discovery, JWKS and token endpoints. No redirects: a token request must never be
+        // bounced to a host nobody configured (OAuth 2.0 Security BCP section 4.11).
         let http = reqwest::Client::builder()
             .user_agent(concat!("portcullis/", env!("CARGO_PKG_VERSION")))
+            .redirect(reqwest::redirect::Policy::none())
             .build()?;
         let (keys, dev_issuer) = match &config.inbound.keys {
             KeySourceConfig::DevIssuer => {
@@ -116,16 +125,36 @@ impl Gateway {
                 );
                 (Arc::new(keys), Some(issuer))
             }
-            source => (Arc::new(KeyStore::remote(source, http)), None),
+            source => (Arc::new(KeyStore::remote(source, http.clone())), None),
         };
         let (catalog, problems) = Catalog::load(&config.targets.dir, &Catalog::default());
         for problem in &problems {
             tracing::warn!(%problem, "target file problem");
         }
         tracing::info!(targets = catalog.target_count(), tools = catalog.len(), dir = %config.targets.dir.display(), "catalog loaded");
+        let identity = if config.providers.is_empty() && config.api_keys.is_empty() {
+            None
+        } else {
+            // "Never starts without a key" (DESIGN 2.2): opening fails without one.
+            let store = vault::open_vault(
+                &config.vault.path,
+                Some(&config.vault.key_file),
+                std::env::var(vault::VAULT_KEY_ENV).ok(),
+                config.dev,
+            )
+            .await?;
+            let store: Arc<dyn vault::Store> = Arc::new(store);
+            Some(Arc::new(identity::Identity::new(
+                &config,
+                store,
+                keys.clone(),
+                http.clone(),
+            )))
+        };
         let pipeline = CallPipeline::new(
             targets::HttpInvoker::new()?,
             targets::LambdaInvoker::default(),
+            identity.clone(),
             "portcullis".to_string(),
         );
         let state = Arc::new(GatewayState {
@@ -135,6 +164,7 @@ impl Gateway {
             sessions: SessionRegistry::default(),
             keys,
             dev_issuer,
+            identity,
         });
         let shutdown = CancellationToken::new();
         let router = router(&state, &shutdown);
@@ -255,7 +285,8 @@ fn router(state: &Arc<GatewayState>, shutdown: &CancellationToken) -> Router {
         )
         .route("/healthz", get(routes::healthz))
         .route("/readyz", get(routes::readyz))
-        .route("/metrics", get(routes::metrics));
+        .route("/metrics", get(routes::metrics))
+        .merge(identity::routes::routes());
     if state.config.dev {
         router = router.merge(dev::routes());
     }

@@ -66,3 +66,22 @@ pub fn auth_refused(error: &AuthError) {
     };
     metrics::counter!("portcullis_auth_refused_total", "reason" => reason).increment(1);
 }
+
+pub fn token_refreshed(provider: &str, outcome: &'static str) {
+    metrics::counter!("portcullis_token_refresh_total", "provider" => provider.to_string(), "outcome" => outcome)
+        .increment(1);
+}
+
+pub fn consent_started(provider: &str) {
+    metrics::counter!("portcullis_consent_started_total", "provider" => provider.to_string())
+        .increment(1);
+}
+
+pub fn consent_completed(provider: &str) {
+    metrics::counter!("portcullis_consent_completed_total", "provider" => provider.to_string())
+        .increment(1);
+}
+
+pub fn consent_refused(reason: &'static str) {
+    metrics::counter!("portcullis_consent_refused_total", "reason" => reason).increment(1);
+}

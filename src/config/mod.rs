@@ -5,6 +5,7 @@
 //! at once. Relative paths are resolved against the config file's folder, so the gateway behaves
 //! the same whatever directory it is started from.
 
+mod providers;
 mod raw;
 mod validate;
 
@@ -15,6 +16,10 @@ use std::path::{Path, PathBuf};
 use jsonwebtoken::Algorithm;
 use url::Url;
 
+pub use providers::{
+    ClientAuthMethod, ConsentBinding, IdentityConfig, LoginConfig, ProviderConfig,
+    ProviderEndpoints, VaultConfig,
+};
 pub use raw::RawConfig;
 
 /// A validated configuration. Plain data; the runtime state is built from it in `lib.rs`.
@@ -24,6 +29,12 @@ pub struct Config {
     pub inbound: InboundConfig,
     pub targets: TargetsConfig,
     pub telemetry: TelemetryConfig,
+    /// Downstream OAuth providers by name (`[providers.<name>]`).
+    pub providers: std::collections::BTreeMap<String, ProviderConfig>,
+    /// Static API keys by name (`[api_keys.<name>]`), for `apiKey` credentials.
+    pub api_keys: std::collections::BTreeMap<String, crate::vault::Secret>,
+    pub identity: IdentityConfig,
+    pub vault: VaultConfig,
     /// Whether `--dev` was given: enables the embedded issuer and loopback-only binding.
     pub dev: bool,
 }

@@ -34,10 +34,10 @@ const ASYMMETRIC: &[Algorithm] = &[
 
 /// Collects problems while building each section, so all of them are reported at once.
 #[derive(Default)]
-struct Problems(Vec<Problem>);
+pub(super) struct Problems(Vec<Problem>);
 
 impl Problems {
-    fn push(&mut self, key: impl Into<String>, message: impl Into<String>) {
+    pub(super) fn push(&mut self, key: impl Into<String>, message: impl Into<String>) {
         self.0.push(Problem {
             key: key.into(),
             message: message.into(),
@@ -64,7 +64,8 @@ pub(super) fn validate(raw: RawConfig, base: &Path, dev: bool) -> Result<Config,
         watch: raw.targets.watch.unwrap_or(true),
     };
     let telemetry = telemetry(&raw.telemetry, &mut problems);
-    secret_sources(&raw, dev, &mut problems);
+    access_keys(&raw, &mut problems);
+    let downstream = super::providers::downstream(&raw, base, dev, &mut problems);
 
     if problems.0.is_empty() {
         Ok(Config {
@@ -72,6 +73,10 @@ pub(super) fn validate(raw: RawConfig, base: &Path, dev: bool) -> Result<Config,
             inbound,
             targets,
             telemetry,
+            providers: downstream.providers,
+            api_keys: downstream.api_keys,
+            identity: downstream.identity,
+            vault: downstream.vault,
             dev,
         })
     } else {
@@ -79,7 +84,7 @@ pub(super) fn validate(raw: RawConfig, base: &Path, dev: bool) -> Result<Config,
     }
 }
 
-fn resolve(base: &Path, path: &str) -> PathBuf {
+pub(super) fn resolve(base: &Path, path: &str) -> PathBuf {
     let path = Path::new(path);
     if path.is_absolute() {
         path.to_path_buf()
@@ -184,7 +189,7 @@ fn dev_inbound() -> InboundConfig {
     }
 }
 
-fn https_or_loopback(key: &str, text: &str, problems: &mut Problems) -> Option<Url> {
+pub(super) fn https_or_loopback(key: &str, text: &str, problems: &mut Problems) -> Option<Url> {
     match Url::parse(text) {
         Ok(url)
             if url.scheme() == "https" || (url.scheme() == "http" && is_loopback_host(&url)) =>
@@ -273,15 +278,6 @@ fn inbound_rules(raw: &RawInbound, problems: &mut Problems) -> InboundConfig {
         .enumerate()
         .filter_map(|(i, rule)| claim_rule(i, rule, problems))
         .collect();
-    if let Some(login) = &raw.login {
-        exclusive_secret(
-            "inbound.login",
-            "client_secret",
-            login.client_secret_env.as_deref(),
-            login.client_secret_file.as_deref(),
-            problems,
-        );
-    }
     InboundConfig {
         keys: keys.unwrap_or(KeySourceConfig::DevIssuer),
         allowed_audiences: raw.allowed_audiences.clone(),
@@ -361,31 +357,8 @@ fn exclusive_secret(
     }
 }
 
-/// Checks the sections used by per-user OAuth and the identity API for well-formedness, so that
-/// `portcullis validate` catches their mistakes now.
-fn secret_sources(raw: &RawConfig, dev: bool, problems: &mut Problems) {
-    for (name, provider) in &raw.providers {
-        let key = format!("providers.{name}");
-        if provider.client_id.is_none() {
-            problems.push(format!("{key}.client_id"), "missing");
-        }
-        exclusive_secret(
-            &key,
-            "client_secret",
-            provider.client_secret_env.as_deref(),
-            provider.client_secret_file.as_deref(),
-            problems,
-        );
-    }
-    for (name, api_key) in &raw.api_keys {
-        exclusive_secret(
-            &format!("api_keys.{name}"),
-            "key",
-            api_key.key_env.as_deref(),
-            api_key.key_file.as_deref(),
-            problems,
-        );
-    }
+/// `[[identity.access_keys]]` are used by the identity API; their secrets are checked here.
+fn access_keys(raw: &RawConfig, problems: &mut Problems) {
     for (i, access_key) in raw.identity.access_keys.iter().enumerate() {
         exclusive_secret(
             &format!("identity.access_keys[{i}]"),
@@ -394,17 +367,5 @@ fn secret_sources(raw: &RawConfig, dev: bool, problems: &mut Problems) {
             access_key.secret_access_key_file.as_deref(),
             problems,
         );
-    }
-    match raw.identity.consent_binding.as_deref() {
-        None | Some("login") | Some("app") => {}
-        Some("none") if dev => {}
-        Some("none") => problems.push(
-            "identity.consent_binding",
-            "\"none\" lets whoever opens a consent URL link their account to the caller's identity: only allowed with --dev",
-        ),
-        Some(other) => problems.push(
-            "identity.consent_binding",
-            format!("{other:?} is not one of \"login\", \"app\", \"none\""),
-        ),
     }
 }

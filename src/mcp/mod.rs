@@ -20,6 +20,7 @@ use rmcp::service::{NotificationContext, RequestContext, RoleServer};
 pub use sessions::SessionRegistry;
 
 use crate::GatewayState;
+use crate::call::{CallOptions, CallOutcome};
 use crate::catalog::PAGE_SIZE;
 use crate::inbound::Caller;
 
@@ -51,6 +52,45 @@ fn caller_of(extensions: &rmcp::model::Extensions) -> Result<Caller, ErrorData> 
         .and_then(|parts| parts.extensions.get::<Caller>())
         .cloned()
         .ok_or_else(crate::edge::missing_caller)
+}
+
+/// `_meta` may ask for a fresh consent (AgentCore's `forceAuthentication`).
+fn force_authentication(meta: &serde_json::Map<String, serde_json::Value>) -> bool {
+    ["portcullis/forceAuthentication", "forceAuthentication"]
+        .iter()
+        .any(|key| meta.get(*key).and_then(serde_json::Value::as_bool) == Some(true))
+}
+
+impl McpGateway {
+    /// DESIGN 2.6: how a client learns the consent URL depends on what it understands.
+    fn consent_signal(
+        &self,
+        context: &RequestContext<RoleServer>,
+        prompt: &crate::identity::ConsentPrompt,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let version = context.protocol_version();
+        if version
+            .as_ref()
+            .is_some_and(|v| *v >= ProtocolVersion::V_2026_07_28)
+        {
+            return Ok(CallToolResponse::InputRequired(
+                crate::edge::consent_input_required(prompt),
+            ));
+        }
+        let url_elicitation = context
+            .client_capabilities()
+            .and_then(|c| c.elicitation)
+            .is_some_and(|e| e.url.is_some());
+        if version == Some(ProtocolVersion::V_2025_11_25) && url_elicitation {
+            if let Some(identity) = self.state.pipeline.identity() {
+                identity.await_completion(&prompt.id, context.peer.clone());
+            }
+            return Err(crate::edge::consent_error(prompt));
+        }
+        Ok(CallToolResponse::Complete(
+            crate::edge::consent_tool_result(prompt),
+        ))
+    }
 }
 
 impl ServerHandler for McpGateway {
@@ -105,14 +145,25 @@ impl ServerHandler for McpGateway {
         let tool = catalog
             .get(&request.name)
             .ok_or_else(|| crate::edge::unknown_tool(&request.name))?;
+        // Per-request `_meta` (2026-07-28) or the params' own `_meta`.
+        let options = CallOptions {
+            force_authentication: force_authentication(&context.meta.0.0)
+                || request
+                    .meta
+                    .as_ref()
+                    .is_some_and(|m| force_authentication(&m.0.0)),
+        };
         let args = request.arguments.unwrap_or_default();
         let message_id = context.id.to_string();
-        let result = self
+        let outcome = self
             .state
             .pipeline
-            .run(&caller, tool, args, &message_id)
+            .run(&caller, tool, args, &message_id, options)
             .await;
-        Ok(CallToolResponse::Complete(result))
+        match outcome {
+            CallOutcome::Result(result) => Ok(CallToolResponse::Complete(result)),
+            CallOutcome::NeedsConsent(prompt) => self.consent_signal(&context, &prompt),
+        }
     }
 
     async fn on_initialized(&self, context: NotificationContext<RoleServer>) {

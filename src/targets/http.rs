@@ -13,7 +13,15 @@ use rmcp::model::CallToolResult;
 use serde_json::{Map, Value};
 
 use super::{TargetError, body_result, error_result, excerpt, read_limited};
-use crate::catalog::model::{HttpRoute, HttpTarget, PathPart};
+use crate::catalog::model::{ApiKeyLocation, HttpRoute, HttpTarget, PathPart};
+use crate::identity::Injection;
+
+/// A finished HTTP call: the shaped result and the status, which the pipeline needs to spot a
+/// downstream 401 (expired or revoked user token).
+pub struct HttpReply {
+    pub result: CallToolResult,
+    pub status: u16,
+}
 
 /// RFC 3986 section 2.3 unreserved characters stay; everything else is escaped.
 const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
@@ -47,8 +55,9 @@ impl HttpInvoker {
         target: &HttpTarget,
         route: &HttpRoute,
         args: &Map<String, Value>,
-    ) -> Result<CallToolResult, TargetError> {
-        let request = self.build(target, route, args)?;
+        credential: Option<&Injection>,
+    ) -> Result<HttpReply, TargetError> {
+        let request = inject(self.build(target, route, args)?, credential)?;
         let response = tokio::time::timeout(target.timeout, request.send())
             .await
             .map_err(|_| TargetError::Timeout(target.timeout.as_millis()))?
@@ -71,10 +80,15 @@ impl HttpInvoker {
         )
         .await
         .map_err(|_| TargetError::Timeout(target.timeout.as_millis()))??;
-        if status.as_u16() >= 400 {
-            return Ok(error_result(format!("HTTP {status}: {}", excerpt(&body))));
-        }
-        Ok(body_result(&body, is_json))
+        let result = if status.as_u16() >= 400 {
+            error_result(format!("HTTP {status}: {}", excerpt(&body)))
+        } else {
+            body_result(&body, is_json)
+        };
+        Ok(HttpReply {
+            result,
+            status: status.as_u16(),
+        })
     }
 
     fn build(
@@ -140,6 +154,45 @@ impl HttpInvoker {
         }
         Ok(request)
     }
+}
+
+/// Puts the downstream credential on the request. Header values are marked sensitive so that
+/// no HTTP-layer debug output can print them.
+fn inject(
+    request: reqwest::RequestBuilder,
+    credential: Option<&Injection>,
+) -> Result<reqwest::RequestBuilder, TargetError> {
+    let header = |value: String| {
+        HeaderValue::from_str(&value)
+            .map(|mut v| {
+                v.set_sensitive(true);
+                v
+            })
+            .map_err(|_| {
+                TargetError::Credential("the credential is not a valid header value".into())
+            })
+    };
+    Ok(match credential {
+        None => request,
+        Some(Injection::Bearer(token)) => request.header(
+            http::header::AUTHORIZATION,
+            header(format!("Bearer {}", token.expose()))?,
+        ),
+        Some(Injection::ApiKey {
+            location: ApiKeyLocation::Header,
+            name,
+            value,
+        }) => {
+            let name = http::HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| TargetError::Credential(format!("{name:?} is not a header name")))?;
+            request.header(name, header(value.expose().to_string())?)
+        }
+        Some(Injection::ApiKey {
+            location: ApiKeyLocation::QueryParameter,
+            name,
+            value,
+        }) => request.query(&[(name.as_str(), value.expose())]),
+    })
 }
 
 /// Strings as they are; numbers and booleans in their JSON form; anything else is refused.

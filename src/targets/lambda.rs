@@ -17,7 +17,8 @@ use serde_json::{Map, Value, json};
 use tokio::sync::OnceCell;
 
 use super::{TargetError, body_result, error_result, excerpt};
-use crate::catalog::model::LambdaTarget;
+use crate::catalog::model::{ApiKeyLocation, LambdaTarget};
+use crate::identity::Injection;
 
 /// AWS caps the base64 client context at 3,583 bytes (Invoke API reference, ClientContext).
 const MAX_CLIENT_CONTEXT_BYTES: usize = 3583;
@@ -31,6 +32,8 @@ pub struct InvokeContext<'a> {
     pub target_name: &'a str,
     pub mcp_message_id: &'a str,
     pub user_id: &'a str,
+    /// Only when the target declares an oauth/apiKey credential (DESIGN 2.3).
+    pub credential: Option<&'a Injection>,
 }
 
 /// Clients are keyed by (region, endpoint URL): targets sharing both share a client.
@@ -116,7 +119,7 @@ fn lambda_result(body: &[u8]) -> CallToolResult {
 }
 
 fn client_context(context: &InvokeContext<'_>) -> Result<String, TargetError> {
-    let custom = json!({
+    let mut custom = json!({
         "bedrockAgentCoreToolName": context.qualified_tool_name,
         "bedrockAgentCoreMessageVersion": MESSAGE_VERSION,
         "bedrockAgentCoreGatewayId": context.gateway_id,
@@ -124,6 +127,26 @@ fn client_context(context: &InvokeContext<'_>) -> Result<String, TargetError> {
         "bedrockAgentCoreMcpMessageId": context.mcp_message_id,
         "portcullisUserId": context.user_id,
     });
+    if let Some(credential) = context.credential {
+        custom["portcullisCredential"] = match credential {
+            Injection::Bearer(token) => {
+                json!({"type": "oauth2", "tokenType": "Bearer", "accessToken": token.expose()})
+            }
+            Injection::ApiKey {
+                location,
+                name,
+                value,
+            } => json!({
+                "type": "apiKey",
+                "location": match location {
+                    ApiKeyLocation::Header => "HEADER",
+                    ApiKeyLocation::QueryParameter => "QUERY_PARAMETER",
+                },
+                "parameterName": name,
+                "apiKey": value.expose(),
+            }),
+        };
+    }
     let encoded = STANDARD.encode(json!({ "custom": custom }).to_string());
     if encoded.len() > MAX_CLIENT_CONTEXT_BYTES {
         return Err(TargetError::Lambda(format!(
@@ -156,6 +179,7 @@ mod tests {
             target_name: "w",
             mcp_message_id: "7",
             user_id: "https://idp#alice",
+            credential: None,
         })
         .unwrap();
         let decoded: Value = serde_json::from_slice(&STANDARD.decode(encoded).unwrap()).unwrap();

@@ -27,6 +27,8 @@ pub enum TargetError {
     TooLarge(usize),
     #[error("the Lambda invocation failed: {0}")]
     Lambda(String),
+    #[error("the downstream credential cannot be sent: {0}")]
+    Credential(String),
 }
 
 /// Reads a response body, refusing to buffer more than `limit` bytes.

@@ -30,8 +30,10 @@ pub struct Setup<'a> {
     /// Extra TOML sections appended at the end of the file.
     pub extra: &'a str,
     pub watch: bool,
+    /// Files written next to `portcullis.toml` (mode 0600) before the config is loaded:
+    /// secrets and vault keys.
+    pub files: Vec<(&'a str, String)>,
 }
-
 
 pub fn write_json(dir: &Path, name: &str, value: &Value) {
     let path = dir.join(name);
@@ -39,6 +41,20 @@ pub fn write_json(dir: &Path, name: &str, value: &Value) {
         std::fs::create_dir_all(parent).unwrap();
     }
     std::fs::write(path, serde_json::to_vec_pretty(value).unwrap()).unwrap();
+}
+
+/// Writes a file readable by its owner only, as secrets and vault keys must be.
+pub fn write_private(path: &Path, content: &str) {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .unwrap();
+    file.write_all(content.as_bytes()).unwrap();
 }
 
 impl TestGateway {
@@ -73,6 +89,9 @@ impl TestGateway {
         std::fs::create_dir_all(&targets).unwrap();
         for (name, value) in &setup.targets {
             write_json(&targets, name, value);
+        }
+        for (name, content) in &setup.files {
+            write_private(&dir.path().join(name), content);
         }
         let addr = base.trim_start_matches("http://");
         let toml = format!(

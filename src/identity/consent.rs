@@ -1,0 +1,223 @@
+//! Consent sessions (DESIGN 2.6): single use, 10 minutes, bound to workload + user + provider +
+//! scopes, with PKCE S256 and `state` held server side (OAuth 2.0 Security BCP section 4.7).
+//!
+//! Records live in the vault's `consents` tree under three key spaces, all sealed:
+//! `<id>` the session, `state:<state>` -> id (the callback's lookup), and
+//! `browser:<sid>` / `login:<state>` for the gateway's own browser sign-in.
+
+use serde::{Deserialize, Serialize};
+
+use super::IdentityError;
+use crate::vault::{ConsentRecord, Secret, Store};
+
+/// How long a consent link stays usable.
+pub const CONSENT_TTL_SECONDS: u64 = 600;
+/// How long a signed-in browser stays signed in.
+pub const BROWSER_SESSION_TTL_SECONDS: u64 = 8 * 3600;
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ConsentSession {
+    pub id: String,
+    pub state: String,
+    /// Where the browser goes once bound; built with the PKCE challenge. Never handed out
+    /// directly: users always get the gateway's own connect URL.
+    pub authorization_url: String,
+    pub pkce_verifier: Secret,
+    pub workload: String,
+    pub issuer: String,
+    pub subject: String,
+    pub provider: String,
+    pub scopes: Vec<String>,
+    /// RFC 8707 resource, repeated on the token request.
+    pub resource: Option<String>,
+    pub created_at: u64,
+    pub expires_at: u64,
+    /// Set when a browser opens the connect URL; the callback must come from that browser.
+    pub browser_nonce: Option<String>,
+}
+
+impl ConsentSession {
+    pub fn user_id(&self) -> String {
+        format!("{}#{}", self.issuer, self.subject)
+    }
+}
+
+/// A signed-in browser (consent_binding = "login", `/connections`).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct BrowserSession {
+    pub issuer: String,
+    pub subject: String,
+    /// Anti-CSRF token for the forms this browser posts.
+    pub csrf: String,
+    pub expires_at: u64,
+}
+
+/// A sign-in in progress: where to return, and what to check the ID token against.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct LoginAttempt {
+    pub return_to: String,
+    pub nonce: String,
+    pub pkce_verifier: Secret,
+    pub expires_at: u64,
+}
+
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// 128+ bits from the system CSPRNG, URL-safe.
+pub fn random_token(bytes: usize) -> String {
+    use aws_lc_rs::rand::SecureRandom;
+    use base64::Engine;
+    let mut buf = vec![0u8; bytes];
+    // SystemRandom only fails if the OS has no entropy source; an all-zero token would be a
+    // disaster, so fall back to a UUIDv4 (also from the OS CSPRNG) rather than continue.
+    if aws_lc_rs::rand::SystemRandom::new().fill(&mut buf).is_err() {
+        return uuid::Uuid::new_v4().simple().to_string();
+    }
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(buf)
+}
+
+async fn put_json<T: Serialize>(
+    store: &dyn Store,
+    key: &str,
+    value: &T,
+    expires_at: u64,
+) -> Result<(), IdentityError> {
+    let payload = serde_json::to_vec(value).map_err(|e| IdentityError::Internal(e.to_string()))?;
+    store
+        .put_consent(
+            key,
+            &ConsentRecord {
+                payload,
+                expires_at,
+            },
+        )
+        .await
+        .map_err(IdentityError::Vault)
+}
+
+fn parse<T: for<'de> Deserialize<'de>>(
+    record: Option<ConsentRecord>,
+) -> Result<Option<T>, IdentityError> {
+    match record {
+        None => Ok(None),
+        Some(record) if record.expires_at <= now() => Ok(None),
+        Some(record) => serde_json::from_slice(&record.payload)
+            .map(Some)
+            .map_err(|e| IdentityError::Internal(format!("unreadable consent record: {e}"))),
+    }
+}
+
+pub async fn save_session(
+    store: &dyn Store,
+    session: &ConsentSession,
+) -> Result<(), IdentityError> {
+    put_json(store, &session.id, session, session.expires_at).await?;
+    put_json(
+        store,
+        &format!("state:{}", session.state),
+        &session.id,
+        session.expires_at,
+    )
+    .await
+}
+
+pub async fn load_session(
+    store: &dyn Store,
+    id: &str,
+) -> Result<Option<ConsentSession>, IdentityError> {
+    if id.contains(':') {
+        return Ok(None);
+    }
+    parse(store.get_consent(id).await.map_err(IdentityError::Vault)?)
+}
+
+/// The session a callback's `state` belongs to, without consuming it.
+pub async fn session_for_state(
+    store: &dyn Store,
+    state: &str,
+) -> Result<Option<ConsentSession>, IdentityError> {
+    let id: Option<String> = parse(
+        store
+            .get_consent(&format!("state:{state}"))
+            .await
+            .map_err(IdentityError::Vault)?,
+    )?;
+    match id {
+        Some(id) => load_session(store, &id).await,
+        None => Ok(None),
+    }
+}
+
+/// Consumes a session: exactly one caller ever gets it (the vault's take is atomic).
+pub async fn take_session(
+    store: &dyn Store,
+    session: &ConsentSession,
+) -> Result<Option<ConsentSession>, IdentityError> {
+    let taken = parse(
+        store
+            .take_consent(&session.id)
+            .await
+            .map_err(IdentityError::Vault)?,
+    )?;
+    let _ = store
+        .take_consent(&format!("state:{}", session.state))
+        .await;
+    Ok(taken)
+}
+
+pub async fn save_browser(
+    store: &dyn Store,
+    sid: &str,
+    session: &BrowserSession,
+) -> Result<(), IdentityError> {
+    put_json(
+        store,
+        &format!("browser:{sid}"),
+        session,
+        session.expires_at,
+    )
+    .await
+}
+
+pub async fn load_browser(
+    store: &dyn Store,
+    sid: &str,
+) -> Result<Option<BrowserSession>, IdentityError> {
+    parse(
+        store
+            .get_consent(&format!("browser:{sid}"))
+            .await
+            .map_err(IdentityError::Vault)?,
+    )
+}
+
+pub async fn save_login(
+    store: &dyn Store,
+    state: &str,
+    attempt: &LoginAttempt,
+) -> Result<(), IdentityError> {
+    put_json(
+        store,
+        &format!("login:{state}"),
+        attempt,
+        attempt.expires_at,
+    )
+    .await
+}
+
+pub async fn take_login(
+    store: &dyn Store,
+    state: &str,
+) -> Result<Option<LoginAttempt>, IdentityError> {
+    parse(
+        store
+            .take_consent(&format!("login:{state}"))
+            .await
+            .map_err(IdentityError::Vault)?,
+    )
+}

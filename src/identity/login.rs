@@ -1,0 +1,217 @@
+//! The gateway's own sign-in at the inbound IdP (`[inbound.login]`), used by
+//! `consent_binding = "login"` and `/connections` to learn which user a browser belongs to:
+//! OIDC authorization code flow with PKCE and `nonce` (OIDC Core 1.0 sections 3.1.2 and 3.1.3.7).
+
+use std::time::Duration;
+
+use jsonwebtoken::Validation;
+use oauth2::PkceCodeChallenge;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use tokio::sync::OnceCell;
+use url::Url;
+
+use super::IdentityError;
+use super::consent::{self, BrowserSession, LoginAttempt, now, random_token};
+use crate::config::{Config, KeySourceConfig};
+use crate::inbound::KeyStore;
+use crate::vault::{Secret, Store};
+
+const LOGIN_TTL_SECONDS: u64 = 600;
+const TIMEOUT: Duration = Duration::from_secs(15);
+
+#[derive(Deserialize)]
+struct Metadata {
+    authorization_endpoint: String,
+    token_endpoint: String,
+}
+
+#[derive(Deserialize)]
+struct TokenResponse {
+    id_token: Option<String>,
+}
+
+pub struct LoginClient {
+    discovery_url: Url,
+    client_id: String,
+    client_secret: Option<Secret>,
+    redirect_uri: String,
+    keys: std::sync::Arc<KeyStore>,
+    http: reqwest::Client,
+    endpoints: OnceCell<(Url, Url)>,
+}
+
+fn fail(reason: impl Into<String>) -> IdentityError {
+    IdentityError::Provider {
+        provider: "inbound login".into(),
+        reason: reason.into(),
+    }
+}
+
+impl LoginClient {
+    /// `None` unless `[inbound.login]` is configured with a discoverable issuer.
+    pub fn new(
+        config: &Config,
+        keys: std::sync::Arc<KeyStore>,
+        http: reqwest::Client,
+    ) -> Option<LoginClient> {
+        let login = config.identity.login.as_ref()?;
+        let KeySourceConfig::Discovery { discovery_url, .. } = &config.inbound.keys else {
+            return None;
+        };
+        Some(LoginClient {
+            discovery_url: discovery_url.clone(),
+            client_id: login.client_id.clone(),
+            client_secret: login.client_secret.clone(),
+            redirect_uri: format!("{}/oauth2/login/callback", config.server.public_url),
+            keys,
+            http,
+            endpoints: OnceCell::new(),
+        })
+    }
+
+    async fn endpoints(&self) -> Result<&(Url, Url), IdentityError> {
+        self.endpoints
+            .get_or_try_init(|| async {
+                let response = self
+                    .http
+                    .get(self.discovery_url.clone())
+                    .timeout(TIMEOUT)
+                    .send()
+                    .await
+                    .map_err(|e| fail(e.without_url().to_string()))?;
+                let metadata: Metadata = response
+                    .json()
+                    .await
+                    .map_err(|e| fail(e.without_url().to_string()))?;
+                let parse =
+                    |s: &str| Url::parse(s).map_err(|e| fail(format!("bad endpoint {s:?}: {e}")));
+                Ok((
+                    parse(&metadata.authorization_endpoint)?,
+                    parse(&metadata.token_endpoint)?,
+                ))
+            })
+            .await
+    }
+
+    /// Starts a sign-in that returns the browser to `return_to` (a path on this gateway).
+    pub async fn start(&self, store: &dyn Store, return_to: &str) -> Result<Url, IdentityError> {
+        let (authorization, _) = self.endpoints().await?;
+        let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+        let state = random_token(24);
+        let nonce = random_token(18);
+        let attempt = LoginAttempt {
+            return_to: return_to.to_string(),
+            nonce: nonce.clone(),
+            pkce_verifier: Secret::new(verifier.secret().clone()),
+            expires_at: now() + LOGIN_TTL_SECONDS,
+        };
+        consent::save_login(store, &state, &attempt).await?;
+        let mut url = authorization.clone();
+        url.query_pairs_mut()
+            .append_pair("response_type", "code")
+            .append_pair("client_id", &self.client_id)
+            .append_pair("redirect_uri", &self.redirect_uri)
+            .append_pair("scope", "openid")
+            .append_pair("state", &state)
+            .append_pair("nonce", &nonce)
+            .append_pair("code_challenge", challenge.as_str())
+            .append_pair("code_challenge_method", "S256");
+        Ok(url)
+    }
+
+    /// Finishes a sign-in: exchanges the code, verifies the ID token, stores a browser session.
+    /// Returns the new browser session id and where to send the browser.
+    pub async fn finish(
+        &self,
+        store: &dyn Store,
+        state: &str,
+        code: &str,
+    ) -> Result<(String, String), IdentityError> {
+        let attempt = consent::take_login(store, state)
+            .await?
+            .ok_or_else(|| fail("unknown or expired sign-in state"))?;
+        let (_, token_endpoint) = self.endpoints().await?;
+        let form = [
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", self.redirect_uri.as_str()),
+            ("code_verifier", attempt.pkce_verifier.expose()),
+        ];
+        let response = self
+            .http
+            .post(token_endpoint.clone())
+            .basic_auth(
+                &self.client_id,
+                self.client_secret.as_ref().map(Secret::expose),
+            )
+            .form(&form)
+            .timeout(TIMEOUT)
+            .send()
+            .await
+            .map_err(|e| fail(e.without_url().to_string()))?;
+        if !response.status().is_success() {
+            return Err(fail(format!(
+                "token endpoint answered HTTP {}",
+                response.status()
+            )));
+        }
+        let tokens: TokenResponse = response
+            .json()
+            .await
+            .map_err(|e| fail(e.without_url().to_string()))?;
+        let id_token = tokens
+            .id_token
+            .ok_or_else(|| fail("no id_token in the token response"))?;
+        let claims = self.verify_id_token(&id_token, &attempt.nonce).await?;
+        let text = |name: &str| claims.get(name).and_then(Value::as_str).map(str::to_string);
+        let (Some(issuer), Some(subject)) = (text("iss"), text("sub")) else {
+            return Err(fail("ID token without iss/sub"));
+        };
+        let sid = random_token(24);
+        let session = BrowserSession {
+            issuer,
+            subject,
+            csrf: random_token(18),
+            expires_at: now() + consent::BROWSER_SESSION_TTL_SECONDS,
+        };
+        consent::save_browser(store, &sid, &session).await?;
+        Ok((sid, attempt.return_to))
+    }
+
+    /// OIDC Core 1.0 section 3.1.3.7: signature by the issuer's keys, `iss`, `aud` contains our
+    /// client id, `exp`, and the `nonce` we sent.
+    async fn verify_id_token(
+        &self,
+        token: &str,
+        nonce: &str,
+    ) -> Result<Map<String, Value>, IdentityError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| fail("malformed ID token"))?;
+        let snapshot = match header.kid.as_deref() {
+            Some(kid) if !self.keys.snapshot().by_kid.contains_key(kid) => {
+                self.keys.refresh_for_unknown_kid(kid).await
+            }
+            _ => self.keys.snapshot(),
+        };
+        let key = match header.kid.as_deref() {
+            Some(kid) => snapshot.by_kid.get(kid).cloned(),
+            None => snapshot.anonymous.first().cloned(),
+        }
+        .ok_or_else(|| fail("ID token signed with an unknown key"))?;
+        let issuer = snapshot
+            .issuer
+            .clone()
+            .ok_or_else(|| fail("issuer keys not loaded"))?;
+        let mut validation = Validation::new(header.alg);
+        validation.set_issuer(&[issuer]);
+        validation.set_audience(&[&self.client_id]);
+        validation.set_required_spec_claims(&["exp", "iss", "sub", "aud"]);
+        let claims = jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, &validation)
+            .map_err(|e| fail(format!("ID token rejected: {e}")))?
+            .claims;
+        if claims.get("nonce").and_then(Value::as_str) != Some(nonce) {
+            return Err(fail("ID token nonce does not match"));
+        }
+        Ok(claims)
+    }
+}
