@@ -32,7 +32,6 @@ pub struct Setup<'a> {
     pub watch: bool,
 }
 
-
 pub fn write_json(dir: &Path, name: &str, value: &Value) {
     let path = dir.join(name);
     if let Some(parent) = path.parent() {
