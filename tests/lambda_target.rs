@@ -71,6 +71,12 @@ async fn invoke(
             axum::Json(json!({"errorMessage": "kaboom", "errorType": "Error"})),
         )
             .into_response(),
+        "flaky" => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [("x-amzn-ErrorType", "ServiceException")],
+            axum::Json(json!({"Type": "Service", "Message": "try again later"})),
+        )
+            .into_response(),
         _ => (
             StatusCode::NOT_FOUND,
             [("x-amzn-ErrorType", "ResourceNotFoundException")],
@@ -119,7 +125,7 @@ async fn world() -> World {
         "w.json",
         &json!({"name": "w", "lambda": lambda("arn:aws:lambda:eu-west-1:123456789012:function:warranty"), "tools": [tool("check")]}),
     );
-    for function in ["echo", "mcp", "boom", "missing"] {
+    for function in ["echo", "mcp", "boom", "missing", "flaky"] {
         let mut target =
             json!({"name": function, "lambda": lambda(function), "tools": [tool("run")]});
         target["lambda"]["region"] = json!("us-east-1");
@@ -326,5 +332,25 @@ async fn invalid_arguments_never_invoke_the_function() {
         text_of(&result)
     );
     assert!(world.seen.lock().await.is_empty());
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_error_is_not_retried_behind_the_callers_back() {
+    let world = world().await;
+    let client = world.client("alice").await;
+    let result = call(&client, "flaky___run", json!({})).await;
+    assert_eq!(result.is_error, Some(true));
+    let text = text_of(&result);
+    assert!(
+        text.contains("ServiceException (HTTP 500): try again later"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("x-amzn"),
+        "no raw SDK dump reaches the client: {text}"
+    );
+    // A tool may have side effects: one call, one invocation.
+    assert_eq!(world.seen.lock().await.len(), 1);
     client.cancel().await.unwrap();
 }

@@ -60,7 +60,10 @@ impl LambdaInvoker {
         clients
             .entry(key)
             .or_insert_with(|| {
-                let mut config = aws_sdk_lambda::config::Builder::from(sdk);
+                // No automatic retries: a tool may have side effects, and a 5xx or a throttle
+                // must not run it twice behind the caller's back.
+                let mut config = aws_sdk_lambda::config::Builder::from(sdk)
+                    .retry_config(aws_sdk_lambda::config::retry::RetryConfig::disabled());
                 if let Some(region) = &target.region {
                     config = config.region(aws_sdk_lambda::config::Region::new(region.clone()));
                 }
@@ -91,9 +94,7 @@ impl LambdaInvoker {
         let output = tokio::time::timeout(target.timeout, request.send())
             .await
             .map_err(|_| TargetError::Timeout(target.timeout.as_millis()))?
-            .map_err(|e| {
-                TargetError::Lambda(aws_sdk_lambda::error::DisplayErrorContext(&e).to_string())
-            })?;
+            .map_err(|e| TargetError::Lambda(describe_sdk_error(&e)))?;
         let body = output.payload().map(|b| b.as_ref()).unwrap_or_default();
         if let Some(kind) = output.function_error() {
             return Ok(error_result(format!(
@@ -102,6 +103,54 @@ impl LambdaInvoker {
             )));
         }
         Ok(lambda_result(body))
+    }
+}
+
+/// A short, client-safe description of an Invoke failure: the service's error code, HTTP status
+/// and message, never the SDK's debug dump (headers, raw bodies, internal types). The full
+/// detail goes to the gateway's log.
+fn describe_sdk_error(
+    error: &aws_sdk_lambda::error::SdkError<
+        aws_sdk_lambda::operation::invoke::InvokeError,
+        aws_sdk_lambda::config::http::HttpResponse,
+    >,
+) -> String {
+    use aws_sdk_lambda::error::{ProvideErrorMetadata, SdkError};
+    tracing::warn!(error = %aws_sdk_lambda::error::DisplayErrorContext(error), "Lambda invoke failed");
+    match error {
+        SdkError::ServiceError(service) => {
+            let status = service.raw().status().as_u16();
+            let inner = service.err();
+            // Non-AWS Invoke fronts (cargo-lambda) put the function's message in the body only.
+            let body_message = service
+                .raw()
+                .body()
+                .bytes()
+                .and_then(|b| serde_json::from_slice::<Value>(b).ok())
+                .and_then(|v| {
+                    ["errorMessage", "message", "Message"]
+                        .iter()
+                        .find_map(|k| v.get(*k).and_then(Value::as_str).map(str::to_string))
+                });
+            let message = inner.message().map(str::to_string).or(body_message);
+            format!(
+                "{} (HTTP {status}){}",
+                inner.code().unwrap_or("service error"),
+                message
+                    .map(|m| format!(": {}", excerpt(m.as_bytes())))
+                    .unwrap_or_default()
+            )
+        }
+        SdkError::TimeoutError(_) => "the request timed out".to_string(),
+        SdkError::DispatchFailure(failure) if failure.is_io() => {
+            "the Lambda endpoint could not be reached".to_string()
+        }
+        SdkError::DispatchFailure(_) => "the request could not be sent".to_string(),
+        SdkError::ConstructionFailure(_) => {
+            "the request could not be built (check region and credentials)".to_string()
+        }
+        SdkError::ResponseError(_) => "the response could not be read".to_string(),
+        _ => "unknown error".to_string(),
     }
 }
 
