@@ -144,38 +144,31 @@ impl CallPipeline {
             Err(failure) => return (result(failure), Outcome::CredentialUnavailable),
         };
 
-        // 3. Invoke; a 401 from the API means the user's token died: refresh once and retry.
-        let first = self
+        // 3. Invoke. A 401 from the API means the user's token died: refresh once and retry;
+        //    if a fresh token is refused too, the grant is gone: ask for consent again.
+        let mut invoked = self
             .invoke(caller, tool, &args, message_id, credential.as_ref())
             .await;
-        let invoked = match (first, &credential, &tool.target.credentials, &self.identity) {
-            (
-                Ok((_, Some(401))),
-                Some(Injection::Bearer(used)),
-                Some(credentials),
-                Some(identity),
-            ) => {
-                match identity
-                    .after_unauthorized(caller, credentials, used, &request)
-                    .await
+        if let (Ok((_, Some(401))), Some(Injection::Bearer(used))) = (&invoked, &credential) {
+            let fresh = match self.refresh_after_401(caller, tool, used, &request).await {
+                Ok(fresh) => fresh,
+                Err(early) => return early,
+            };
+            invoked = self
+                .invoke(caller, tool, &args, message_id, Some(&fresh))
+                .await;
+            if matches!(invoked, Ok((_, Some(401)))) {
+                let again = CredentialRequest {
+                    force_authentication: true,
+                    ..request
+                };
+                if let Ok(Some(Credential::NeedsConsent(prompt))) =
+                    self.credential(caller, tool, &again).await
                 {
-                    Ok(Credential::Ready(fresh)) => {
-                        self.invoke(caller, tool, &args, message_id, Some(&fresh))
-                            .await
-                    }
-                    Ok(Credential::NeedsConsent(prompt)) => {
-                        return (CallOutcome::NeedsConsent(prompt), Outcome::ConsentRequired);
-                    }
-                    Err(error) => {
-                        return (
-                            result(crate::edge::credential_error_result(&error)),
-                            Outcome::CredentialUnavailable,
-                        );
-                    }
+                    return (CallOutcome::NeedsConsent(prompt), Outcome::ConsentRequired);
                 }
             }
-            (first, ..) => first,
-        };
+        }
 
         // 4. Shape for the audit trail.
         match invoked {
@@ -187,6 +180,37 @@ impl CallPipeline {
                 result(crate::edge::target_error_result(&error)),
                 Outcome::TargetFailed,
             ),
+        }
+    }
+
+    /// A fresh credential after the API refused `used`, or the outcome to return instead.
+    async fn refresh_after_401(
+        &self,
+        caller: &Caller,
+        tool: &CatalogTool,
+        used: &crate::vault::Secret,
+        request: &CredentialRequest<'_>,
+    ) -> Result<Injection, (CallOutcome, Outcome)> {
+        let (Some(credentials), Some(identity)) = (&tool.target.credentials, &self.identity) else {
+            return Err((
+                result(crate::edge::target_error_result(&TargetError::Credential(
+                    "no credential to refresh".into(),
+                ))),
+                Outcome::TargetFailed,
+            ));
+        };
+        match identity
+            .after_unauthorized(caller, credentials, used, request)
+            .await
+        {
+            Ok(Credential::Ready(fresh)) => Ok(fresh),
+            Ok(Credential::NeedsConsent(prompt)) => {
+                Err((CallOutcome::NeedsConsent(prompt), Outcome::ConsentRequired))
+            }
+            Err(error) => Err((
+                result(crate::edge::credential_error_result(&error)),
+                Outcome::CredentialUnavailable,
+            )),
         }
     }
 

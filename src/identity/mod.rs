@@ -79,6 +79,7 @@ pub enum Credential {
 }
 
 /// Per-call inputs beyond the caller.
+#[derive(Debug, Clone, Copy)]
 pub struct CredentialRequest<'a> {
     /// Scopes the tool needs in addition to the target's.
     pub tool_scopes: &'a [String],

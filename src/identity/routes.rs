@@ -28,14 +28,12 @@ pub fn routes() -> Router<Arc<GatewayState>> {
         .route("/connections/revoke", post(revoke))
 }
 
-fn identity(state: &GatewayState) -> Result<&Arc<Identity>, Response> {
-    state.identity.as_ref().ok_or_else(|| {
-        pages::failure(
-            StatusCode::NOT_FOUND,
-            "Not available",
-            "Per-user OAuth is not configured on this gateway.",
-        )
-    })
+fn not_configured() -> Response {
+    pages::failure(
+        StatusCode::NOT_FOUND,
+        "Not available",
+        "Per-user OAuth is not configured on this gateway.",
+    )
 }
 
 fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -123,9 +121,8 @@ async fn connect(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let identity = match identity(&state) {
-        Ok(identity) => identity,
-        Err(response) => return response,
+    let Some(identity) = state.identity.as_ref() else {
+        return not_configured();
     };
     let store = identity.store().as_ref();
     let mut session = match consent::load_session(store, &id).await {
@@ -204,9 +201,8 @@ async fn callback(
     Query(params): Query<CallbackParams>,
     headers: HeaderMap,
 ) -> Response {
-    let identity = match identity(&state) {
-        Ok(identity) => identity,
-        Err(response) => return response,
+    let Some(identity) = state.identity.as_ref() else {
+        return not_configured();
     };
     let store = identity.store().as_ref();
     let refuse = |status, title: &str, reason: &str| {
@@ -376,9 +372,8 @@ async fn login_callback(
     State(state): State<Arc<GatewayState>>,
     Query(params): Query<LoginParams>,
 ) -> Response {
-    let identity = match identity(&state) {
-        Ok(identity) => identity,
-        Err(response) => return response,
+    let Some(identity) = state.identity.as_ref() else {
+        return not_configured();
     };
     let Some(login) = &identity.login else {
         return pages::failure(StatusCode::NOT_FOUND, "Sign-in is not configured", "");
@@ -443,9 +438,8 @@ fn format_time(unix: Option<u64>) -> String {
 
 /// `GET /connections`: the signed-in user's linked providers.
 async fn connections(State(state): State<Arc<GatewayState>>, headers: HeaderMap) -> Response {
-    let identity = match identity(&state) {
-        Ok(identity) => identity,
-        Err(response) => return response,
+    let Some(identity) = state.identity.as_ref() else {
+        return not_configured();
     };
     let Some((_, user)) = browser_user(identity, &headers).await else {
         return sign_in(identity, "/connections").await;
@@ -480,9 +474,8 @@ async fn revoke(
     headers: HeaderMap,
     Form(form): Form<RevokeForm>,
 ) -> Response {
-    let identity = match identity(&state) {
-        Ok(identity) => identity,
-        Err(response) => return response,
+    let Some(identity) = state.identity.as_ref() else {
+        return not_configured();
     };
     let Some((_, user)) = browser_user(identity, &headers).await else {
         return pages::failure(

@@ -1,0 +1,197 @@
+//! A world for per-user OAuth tests: the inbound IdP, a second real authorization server as
+//! the downstream provider, a downstream API that verifies that provider's JWTs, and a gateway
+//! configured with `consent_binding`, the vault and the provider.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use rmcp::ServiceExt;
+use rmcp::model::{CallToolRequestParams, CallToolResult, ClientConfig};
+use rmcp::service::{RoleClient, RunningService};
+use rmcp::transport::StreamableHttpClientTransport;
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use serde_json::{Value, json};
+use tokio::sync::Mutex;
+
+use super::browser::Browser;
+use super::gateway::{Setup, TestGateway};
+use super::idp::{self, Idp};
+
+/// The downstream API: accepts only RS256 JWTs from the downstream provider for its own URL.
+#[derive(Clone)]
+pub struct Api {
+    pub public_key_pem: Arc<String>,
+    pub issuer: Arc<String>,
+    pub audience: Arc<Mutex<String>>,
+    /// (subject, access token) of every accepted call.
+    pub seen: Arc<Mutex<Vec<(String, String)>>>,
+    /// Answer 401 to this many more calls (a token revoked at the provider).
+    pub reject_next: Arc<Mutex<usize>>,
+}
+
+async fn me(State(api): State<Api>, headers: HeaderMap) -> impl IntoResponse {
+    {
+        let mut reject = api.reject_next.lock().await;
+        if *reject > 0 {
+            *reject -= 1;
+            return (
+                StatusCode::UNAUTHORIZED,
+                Json(json!({"error": "token revoked"})),
+            );
+        }
+    }
+    let Some(token) = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        return (StatusCode::UNAUTHORIZED, Json(json!({"error": "no token"})));
+    };
+    let key = jsonwebtoken::DecodingKey::from_rsa_pem(api.public_key_pem.as_bytes()).unwrap();
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
+    validation.set_issuer(&[api.issuer.as_str()]);
+    let audience = api.audience.lock().await.clone();
+    validation.set_audience(&[audience.as_str()]);
+    match jsonwebtoken::decode::<Value>(token, &key, &validation) {
+        Ok(data) => {
+            let sub = data.claims["sub"].as_str().unwrap_or_default().to_string();
+            api.seen.lock().await.push((sub.clone(), token.to_string()));
+            (
+                StatusCode::OK,
+                Json(json!({"login": sub, "scope": data.claims["scope"]})),
+            )
+        }
+        Err(e) => (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({"error": e.to_string()})),
+        ),
+    }
+}
+
+pub struct World {
+    pub inbound: Idp,
+    pub downstream: Idp,
+    pub api: Api,
+    pub gateway: TestGateway,
+    _api_task: tokio::task::JoinHandle<()>,
+}
+
+pub const VAULT_KEY: &str = "c2VjcmV0LXZhdWx0LWtleS0zMi1ieXRlcy1sb25nISE="; // 32 bytes, base64
+
+pub async fn world(binding: &str) -> World {
+    world_with(binding, "").await
+}
+
+/// `extra_toml` is appended to the gateway config.
+pub async fn world_with(binding: &str, extra_toml: &str) -> World {
+    let inbound = Idp::start().await;
+    let downstream = Idp::spawn(&[]).await;
+    let api = Api {
+        public_key_pem: Arc::new(downstream.public_key_pem()),
+        issuer: Arc::new(downstream.issuer.clone()),
+        audience: Arc::default(),
+        seen: Arc::default(),
+        reject_next: Arc::default(),
+    };
+    let app = axum::Router::new()
+        .route("/api/me", axum::routing::get(me))
+        .with_state(api.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let api_url = format!("http://{}/api", listener.local_addr().unwrap());
+    *api.audience.lock().await = api_url.clone();
+    let api_task = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let target = json!({
+        "name": "acct", "http": {"baseUrl": api_url},
+        "credentials": {"oauth": {"provider": "downstream", "grantType": "AUTHORIZATION_CODE", "scopes": ["tools.read"]}},
+        "tools": [
+            {"name": "me", "inputSchema": {"type": "object"}, "http": {"method": "GET", "path": "/me"}},
+            {"name": "me_write", "inputSchema": {"type": "object"}, "http": {"method": "GET", "path": "/me"}, "scopes": ["tools.write"]}
+        ]
+    });
+    let gateway = TestGateway::start(
+        &inbound,
+        Setup {
+            targets: vec![("acct.json", target)],
+            inbound_extra: &format!(
+                "[inbound.login]\nclient_id = \"{}\"\nclient_secret_file = \"login.secret\"\n",
+                idp::PORTCULLIS_CLIENT
+            ),
+            extra: &format!(
+                "[vault]\npath = \"vault\"\nkey_file = \"vault.key\"\n\
+                 [identity]\nconsent_binding = \"{binding}\"\n\
+                 [providers.downstream]\nvendor = \"custom\"\ndiscovery_url = \"{}\"\nclient_id = \"{}\"\n\
+                 client_secret_file = \"downstream.secret\"\ntoken_auth_method = \"client_secret_post\"\n{extra_toml}",
+                downstream.discovery_url(),
+                idp::DOWNSTREAM_CLIENT
+            ),
+            files: vec![
+                ("login.secret", idp::PORTCULLIS_CLIENT_SECRET.to_string()),
+                ("downstream.secret", idp::DOWNSTREAM_CLIENT_SECRET.to_string()),
+                ("vault.key", VAULT_KEY.to_string()),
+            ],
+            ..Setup::default()
+        },
+    )
+    .await;
+    World {
+        inbound,
+        downstream,
+        api,
+        gateway,
+        _api_task: api_task,
+    }
+}
+
+pub type Client = RunningService<RoleClient, ClientConfig>;
+
+impl World {
+    pub async fn client(&self, user: &str) -> Client {
+        let token = self
+            .inbound
+            .user_token(user, "mcp", &self.gateway.mcp_url())
+            .await;
+        let transport = StreamableHttpClientTransport::from_config(
+            StreamableHttpClientTransportConfig::with_uri(self.gateway.mcp_url())
+                .auth_header(token),
+        );
+        ClientConfig::default().serve(transport).await.unwrap()
+    }
+
+    /// A browser signed in as `user` at the inbound IdP and as `account` at the provider.
+    pub fn browser(&self, user: &str, account: &str) -> Browser {
+        Browser::new()
+            .account(&self.inbound.issuer, user)
+            .account(&self.downstream.issuer, account)
+    }
+}
+
+pub async fn call(client: &Client, tool: &str) -> CallToolResult {
+    client
+        .call_tool(CallToolRequestParams::new(tool.to_string()).with_arguments(Default::default()))
+        .await
+        .unwrap()
+}
+
+pub fn text_of(result: &CallToolResult) -> String {
+    result
+        .content
+        .iter()
+        .filter_map(|c| c.as_text().map(|t| t.text.clone()))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The consent URL in an `isError` result (clients without URL elicitation).
+pub fn consent_url(result: &CallToolResult, gateway: &TestGateway) -> String {
+    assert_eq!(result.is_error, Some(true), "{}", text_of(result));
+    let text = text_of(result);
+    let start = text
+        .find(&format!("{}/oauth2/connect/", gateway.base))
+        .unwrap_or_else(|| panic!("no consent URL in {text}"));
+    text[start..].split_whitespace().next().unwrap().to_string()
+}
