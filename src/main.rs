@@ -37,6 +37,13 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Inspect and manage the token vault (stop the gateway first: sled allows one process).
+    Vault {
+        #[command(subcommand)]
+        action: VaultAction,
+        #[arg(long, global = true)]
+        config: Option<PathBuf>,
+    },
     /// Print a token signed by the development issuer (the one `serve --dev` trusts).
     Token {
         /// The user the token is for (`sub`).
@@ -53,11 +60,31 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum VaultAction {
+    /// List linked accounts (never their tokens).
+    List {
+        /// Only this user (`<issuer>#<subject>`).
+        #[arg(long)]
+        user: Option<String>,
+    },
+    /// Forget one user's link to one provider.
+    Revoke {
+        #[arg(long)]
+        user: String,
+        #[arg(long)]
+        provider: String,
+    },
+    /// Seal every record with a new key and retire the old one (crash-safe).
+    RotateKey,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { config, dev } => serve(config, dev),
         Command::Validate { config } => validate(config),
+        Command::Vault { action, config } => vault(config, action),
         Command::Token {
             sub,
             scopes,
@@ -166,6 +193,47 @@ fn token(
         Err(error) => {
             eprintln!("portcullis: {error}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+fn vault(path: Option<PathBuf>, action: VaultAction) -> ExitCode {
+    let config = match Config::load(path.as_deref(), false) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("portcullis: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("portcullis: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(portcullis::vault::admin::run(&config, action.into())) {
+        Ok(output) => {
+            print!("{output}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("portcullis: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+impl From<VaultAction> for portcullis::vault::admin::Action {
+    fn from(action: VaultAction) -> Self {
+        use portcullis::vault::admin::Action;
+        match action {
+            VaultAction::List { user } => Action::List { user },
+            VaultAction::Revoke { user, provider } => Action::Revoke { user, provider },
+            VaultAction::RotateKey => Action::RotateKey,
         }
     }
 }

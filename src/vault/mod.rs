@@ -4,6 +4,7 @@
 //! [`Store`] is the extension point: a handful of async methods, so a shared backend
 //! (PostgreSQL) can replace sled when one node is not enough.
 
+pub mod admin;
 mod keyring;
 mod seal;
 mod secret;
