@@ -139,7 +139,7 @@ impl Gateway {
             let store = vault::open_vault(
                 &config.vault.path,
                 Some(&config.vault.key_file),
-                std::env::var(vault::VAULT_KEY_ENV).ok(),
+                std::env::var(vault::KEY_ENV).ok(),
                 config.dev,
             )
             .await?;

@@ -35,7 +35,7 @@ async fn seeded() -> tempfile::TempDir {
     write_private(&dir.path().join("vault.key"), KEY);
     let store = SledStore::open(
         &dir.path().join("vault"),
-        Keyring::parse(KEY, "test").unwrap(),
+        Keyring::from_env_base64(KEY).unwrap(),
     )
     .unwrap();
     for (user, provider) in [("alice", "github"), ("alice", "google"), ("bob", "github")] {
@@ -137,7 +137,7 @@ async fn rotate_key_reseals_everything_and_retires_the_old_key() {
     assert!(
         SledStore::open(
             &dir.path().join("vault"),
-            Keyring::parse(KEY, "old").unwrap()
+            Keyring::from_env_base64(KEY).unwrap()
         )
         .is_err()
     );

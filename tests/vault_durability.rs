@@ -28,7 +28,7 @@ const ROUNDS: usize = 8;
 fn open_store(dir: &std::path::Path) -> SledStore {
     SledStore::open(
         &dir.join("vault"),
-        Keyring::parse(VAULT_KEY, "test").unwrap(),
+        Keyring::from_env_base64(VAULT_KEY).unwrap(),
     )
     .unwrap()
 }

@@ -3,8 +3,20 @@
 
 use std::fmt::Write;
 
-use super::{Keyring, SledStore, Store, TokenKey, VAULT_KEY_ENV, VaultError, open_vault};
+use super::{KEY_ENV, Store, TokenKey, VaultError, open_vault};
 use crate::config::Config;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error(transparent)]
+    Vault(#[from] VaultError),
+    #[error("no link {0}")]
+    NoSuchLink(String),
+    #[error(
+        "the key comes from {KEY_ENV}; rotate-key rewrites the key file, so unset the variable and use vault.key_file"
+    )]
+    KeyFromEnvironment,
+}
 
 pub enum Action {
     List { user: Option<String> },
@@ -25,8 +37,8 @@ fn when(unix: Option<u64>) -> String {
 }
 
 /// Runs one admin action and returns what to print.
-pub async fn run(config: &Config, action: Action) -> Result<String, VaultError> {
-    let env_key = std::env::var(VAULT_KEY_ENV).ok();
+pub async fn run(config: &Config, action: Action) -> Result<String, AdminError> {
+    let env_key = std::env::var(KEY_ENV).ok();
     match action {
         Action::List { user } => {
             let store = open_vault(
@@ -74,30 +86,29 @@ pub async fn run(config: &Config, action: Action) -> Result<String, VaultError> 
             if store.delete_token(&key).await? {
                 Ok(format!("revoked {key}\n"))
             } else {
-                Err(VaultError::Storage(format!("no link {key}")))
+                Err(AdminError::NoSuchLink(key.to_string()))
             }
         }
         Action::RotateKey => {
             if env_key.is_some() {
-                return Err(VaultError::Key(format!(
-                    "the key comes from {VAULT_KEY_ENV}; rotate-key rewrites the key file, so unset the variable and use vault.key_file"
-                )));
+                return Err(AdminError::KeyFromEnvironment);
             }
-            let file = &config.vault.key_file;
-            let old = Keyring::load_file(file)?;
-            // 1. Both keys on disk before any record changes.
-            let both = old.with_new_key()?;
-            both.write_file(file)?;
-            // 2. Every record sealed with the new key, flushed.
-            let store = SledStore::open(&config.vault.path, Keyring::load_file(file)?)?;
-            let resealed = store.reseal_all().await?;
-            drop(store);
-            // 3. Only now retire the old key.
-            both.current_only().write_file(file)?;
+            let store = open_vault(
+                &config.vault.path,
+                Some(&config.vault.key_file),
+                None,
+                false,
+            )
+            .await?;
+            // Crash-safe: both keys on disk, every record re-sealed and flushed, then the old
+            // key retired (see `keyring`).
+            let rotation = store.rotate_key(&config.vault.key_file).await?;
             Ok(format!(
-                "re-sealed {resealed} record(s) with key {}; the old key is retired from {}\n",
-                both.current_id(),
-                file.display()
+                "re-sealed {} record(s) with key {}; retired key(s) {:?} from {}\n",
+                rotation.resealed,
+                rotation.new_key_id,
+                rotation.old_key_ids,
+                config.vault.key_file.display()
             ))
         }
     }

@@ -1,101 +1,106 @@
-//! Where secrets live (DESIGN 3.1): per-user downstream tokens, consent sessions and API keys,
-//! every value sealed with AES-256-GCM (see `seal`), on an embedded sled database.
+//! Where secrets live: per-user downstream tokens, consent sessions and API keys (DESIGN 3.1).
 //!
-//! [`Store`] is the extension point: a handful of async methods, so a shared backend
-//! (PostgreSQL) can replace sled when one node is not enough.
+//! - [`Store`] is the small async trait the rest of the gateway uses (as `Arc<dyn Store>`), so
+//!   a shared backend (PostgreSQL) can be added when one node is not enough.
+//! - [`SledStore`] is the embedded implementation: sled trees `tokens`, `consents`, `api_keys`
+//!   and `meta`, every value sealed with AES-256-GCM by `seal.rs`, the only code in the crate
+//!   that touches AEAD. No plaintext token ever touches disk (DESIGN 3.2 invariant 5).
+//! - [`Keyring`] holds the AES keys: from the key file or `PORTCULLIS_VAULT_KEY`, rotated by
+//!   `portcullis vault rotate-key` without a window where a record is unreadable.
+//! - [`open_vault`] is the start-up rule "never starts without a key" (DESIGN 2.2).
+//!
+//! Every error is a [`VaultError`]; none of its messages carries a secret, a key or a record's
+//! plaintext (DESIGN 3.2 invariant 5).
 
 pub mod admin;
 mod keyring;
 mod seal;
 mod secret;
 mod sled_store;
+#[cfg(test)]
+mod tests;
 
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
+use zeroize::{Zeroize, Zeroizing};
 
 pub use keyring::Keyring;
 pub use secret::Secret;
-pub use sled_store::SledStore;
+pub use sled_store::{KeyRotation, SledStore};
 
-/// The environment variable that may hold the vault key (base64 of 32 bytes).
-pub const VAULT_KEY_ENV: &str = "PORTCULLIS_VAULT_KEY";
+/// The environment variable that may hold the vault key (DESIGN 2.2); it wins over the file.
+pub const KEY_ENV: &str = "PORTCULLIS_VAULT_KEY";
 
-#[derive(Debug, thiserror::Error)]
-pub enum VaultError {
-    #[error("vault key: {0}")]
-    Key(String),
-    #[error("cannot open the vault at {path}: {reason}")]
-    Open { path: String, reason: String },
-    #[error("vault storage: {0}")]
-    Storage(String),
-    #[error("vault record unreadable: {0}")]
-    Corrupt(String),
-    #[error("vault crypto: {0}")]
-    Crypto(String),
-}
-
-impl From<sled::Error> for VaultError {
-    fn from(error: sled::Error) -> Self {
-        VaultError::Storage(error.to_string())
-    }
-}
-
-/// Whose token: workload / user (issuer#subject) / provider.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// Whose token: the gateway's workload, the user (issuer and subject as the identity module
+/// spells them) and the provider name from `[providers.*]` (DESIGN 3.1).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct TokenKey {
     pub workload: String,
     pub user: String,
     pub provider: String,
 }
 
+impl TokenKey {
+    /// Builds a key from its three parts.
+    pub fn new(
+        workload: impl Into<String>,
+        user: impl Into<String>,
+        provider: impl Into<String>,
+    ) -> TokenKey {
+        TokenKey {
+            workload: workload.into(),
+            user: user.into(),
+            provider: provider.into(),
+        }
+    }
+}
+
+/// `workload/user/provider`, for logs and `portcullis vault list`.
 impl fmt::Display for TokenKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}/{}", self.workload, self.user, self.provider)
     }
 }
 
-impl TokenKey {
-    /// Storage key: NUL-separated, because user ids (issuer URLs) contain `/`.
-    fn to_bytes(&self) -> Vec<u8> {
-        [
-            self.workload.as_bytes(),
-            self.user.as_bytes(),
-            self.provider.as_bytes(),
-        ]
-        .join(&0u8)
-    }
-
-    fn from_bytes(bytes: &[u8]) -> Option<TokenKey> {
-        let mut parts = bytes
-            .split(|b| *b == 0)
-            .map(|p| String::from_utf8(p.to_vec()).ok());
-        let key = TokenKey {
-            workload: parts.next()??,
-            user: parts.next()??,
-            provider: parts.next()??,
-        };
-        parts.next().is_none().then_some(key)
-    }
-}
-
-/// A user's token for one provider.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// A user's downstream OAuth 2.0 token set (RFC 6749 section 5.1), as stored. Serialized as
+/// JSON inside the sealed envelope; `Debug` redacts both tokens.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TokenRecord {
     pub access_token: Secret,
+    #[serde(default)]
     pub refresh_token: Option<Secret>,
+    /// Usually `Bearer` (RFC 6750).
     pub token_type: String,
-    /// Unix seconds.
+    /// Unix seconds; `None` when the provider did not say (`expires_in` absent).
+    #[serde(default)]
     pub expires_at: Option<u64>,
-    /// Scopes granted.
+    /// The scopes the provider granted (RFC 6749 section 5.1 `scope`), not the ones asked for.
+    #[serde(default)]
     pub scopes: Vec<String>,
+    /// Unix seconds when the first token of this grant was obtained.
     pub obtained_at: u64,
+    /// Unix seconds of the last refresh, if any.
+    #[serde(default)]
     pub refreshed_at: Option<u64>,
 }
 
-/// What `vault list` and `/connections` show: no secrets.
-#[derive(Debug, Clone, PartialEq, Eq)]
+impl TokenRecord {
+    /// What `list` shows: everything but the secrets.
+    pub fn meta(&self) -> TokenMeta {
+        TokenMeta {
+            scopes: self.scopes.clone(),
+            expires_at: self.expires_at,
+            obtained_at: self.obtained_at,
+            has_refresh_token: self.refresh_token.is_some(),
+        }
+    }
+}
+
+/// A token record without its secrets: what `portcullis vault list` and `/connections` show.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenMeta {
     pub scopes: Vec<String>,
     pub expires_at: Option<u64>,
@@ -103,62 +108,346 @@ pub struct TokenMeta {
     pub has_refresh_token: bool,
 }
 
-/// A consent-flow record, opaque to the vault (the identity module owns its shape).
-#[derive(Debug, Clone)]
+/// A pending consent session (DESIGN 2.6). The vault does not interpret `payload`: the identity
+/// module serializes its session (binding, PKCE verifier, `state`) into it. It is sealed like
+/// every other value; `Debug` shows only its length, and it is zeroed on drop because it holds
+/// the PKCE verifier.
+#[derive(Clone, PartialEq, Eq)]
 pub struct ConsentRecord {
     pub payload: Vec<u8>,
-    /// Unix seconds; expired records are never returned.
+    /// Unix seconds; the record is never returned at or after this instant.
     pub expires_at: u64,
 }
 
+impl ConsentRecord {
+    /// Builds a record.
+    pub fn new(payload: Vec<u8>, expires_at: u64) -> ConsentRecord {
+        ConsentRecord {
+            payload,
+            expires_at,
+        }
+    }
+
+    /// Whether the record has expired at `now` (unix seconds).
+    pub fn is_expired(&self, now: u64) -> bool {
+        now >= self.expires_at
+    }
+
+    /// Moves the payload out (the type zeroes its buffer on drop, so fields cannot be moved).
+    pub fn into_payload(mut self) -> Vec<u8> {
+        std::mem::take(&mut self.payload)
+    }
+
+    /// Stored form: expiry as 8 big-endian bytes, then the payload.
+    fn encode(&self) -> Zeroizing<Vec<u8>> {
+        let mut bytes = Zeroizing::new(Vec::with_capacity(8 + self.payload.len()));
+        bytes.extend_from_slice(&self.expires_at.to_be_bytes());
+        bytes.extend_from_slice(&self.payload);
+        bytes
+    }
+
+    fn decode(bytes: &[u8]) -> Option<ConsentRecord> {
+        let (expiry, payload) = bytes.split_first_chunk::<8>()?;
+        Some(ConsentRecord {
+            payload: payload.to_vec(),
+            expires_at: u64::from_be_bytes(*expiry),
+        })
+    }
+}
+
+impl fmt::Debug for ConsentRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConsentRecord")
+            .field(
+                "payload",
+                &format_args!("[{} bytes redacted]", self.payload.len()),
+            )
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
+}
+
+impl Drop for ConsentRecord {
+    fn drop(&mut self) {
+        self.payload.zeroize();
+    }
+}
+
+/// Everything that can go wrong in the vault. Messages name files, key ids and token keys
+/// (`workload/user/provider`), never a secret, a key or decrypted content (invariant 5).
+#[derive(Debug, thiserror::Error)]
+pub enum VaultError {
+    #[error(
+        "the vault needs a key: set [vault].key_file or {KEY_ENV} (the base64 of 32 random bytes)"
+    )]
+    NoKey,
+    #[error(
+        "the vault key file {file} does not exist; create one with `head -c32 /dev/urandom | base64 > {file} && chmod 600 {file}`, or set {KEY_ENV}",
+        file = .path.display()
+    )]
+    KeyFileMissing { path: PathBuf },
+    #[error(
+        "the vault key file {file} may be read by group or others (mode {mode:03o}); run `chmod 600 {file}`",
+        file = .path.display()
+    )]
+    KeyFilePermissions { path: PathBuf, mode: u32 },
+    #[error("the vault key file {}: {reason}", .path.display())]
+    KeyFileFormat { path: PathBuf, reason: String },
+    #[error("{KEY_ENV}: {reason}")]
+    EnvKey { reason: String },
+    #[error("{}: {source}", .path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot open the vault database {}: {source}", .path.display())]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: sled::Error,
+    },
+    #[error("the vault key does not match this vault ({}): {detail}", .path.display())]
+    KeyMismatch { path: PathBuf, detail: String },
+    #[error("vault storage error: {0}")]
+    Storage(#[from] sled::Error),
+    /// A stored value failed to open: wrong key, tampering, or a value moved between records.
+    #[error("{record} cannot be opened: {reason}")]
+    Unseal { record: String, reason: String },
+    /// A value opened but is not a record this build understands.
+    #[error("{record} is not a valid record: {reason}")]
+    Corrupt { record: String, reason: String },
+    #[error("vault encryption failed: {0}")]
+    Seal(String),
+    #[error("cannot rotate the vault key: {0}")]
+    Rotation(String),
+    #[error("the vault worker thread failed: {0}")]
+    Task(String),
+}
+
+impl VaultError {
+    fn seal(reason: impl fmt::Display) -> VaultError {
+        VaultError::Seal(reason.to_string())
+    }
+
+    /// A serde_json error without its message: messages may quote the input ("invalid type:
+    /// string \"ghp_...\""), which here is decrypted content.
+    fn corrupt(record: String, error: &serde_json::Error) -> VaultError {
+        VaultError::Corrupt {
+            record,
+            reason: format!(
+                "{:?} error at line {} column {}",
+                error.classify(),
+                error.line(),
+                error.column()
+            ),
+        }
+    }
+}
+
+/// Where per-user secrets are kept. Object safe: the gateway holds an `Arc<dyn Store>`.
+///
+/// Every method is one short, independent operation; refresh single-flight and the re-read
+/// after taking a key's lock (DESIGN 3.1) are the identity module's job, built on these.
+///
+/// ```
+/// use std::sync::Arc;
+/// use portcullis::vault::{Keyring, SledStore, Store, TokenKey, TokenRecord, Secret};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let dir = tempfile::tempdir()?;
+/// let store: Arc<dyn Store> = Arc::new(SledStore::open(&dir.path().join("vault"), Keyring::generate()?)?);
+/// let key = TokenKey::new("portcullis", "https://idp.example.com|alice", "github");
+/// let record = TokenRecord {
+///     access_token: Secret::new("gho_example"),
+///     refresh_token: None,
+///     token_type: "Bearer".into(),
+///     expires_at: Some(1_900_000_000),
+///     scopes: vec!["read:user".into()],
+///     obtained_at: 1_800_000_000,
+///     refreshed_at: None,
+/// };
+/// store.put_token(&key, &record).await?;
+/// assert_eq!(store.get_token(&key).await?, Some(record));
+/// # Ok(()) }
+/// ```
 #[async_trait::async_trait]
 pub trait Store: Send + Sync + 'static {
+    /// The token stored for `key`, if any.
+    ///
+    /// ```
+    /// # use portcullis::vault::{Store, TokenKey, VaultError};
+    /// # async fn demo(store: &dyn Store) -> Result<(), VaultError> {
+    /// let key = TokenKey::new("portcullis", "alice", "github");
+    /// match store.get_token(&key).await? {
+    ///     Some(record) => println!("token for {key}, expires {:?}", record.expires_at),
+    ///     None => println!("{key}: consent needed"),
+    /// }
+    /// # Ok(()) }
+    /// ```
     async fn get_token(&self, key: &TokenKey) -> Result<Option<TokenRecord>, VaultError>;
-    /// Durable before returning: a rotated refresh token must be on disk before the new
-    /// access token is used (DESIGN 3.1).
+
+    /// Stores (or replaces) the token for `key`, durable before returning (sled flush): a
+    /// rotated refresh token must be on disk before the new access token is used (DESIGN 3.1).
+    ///
+    /// ```
+    /// # use portcullis::vault::{Secret, Store, TokenKey, TokenRecord, VaultError};
+    /// # async fn demo(store: &dyn Store, key: TokenKey, mut record: TokenRecord) -> Result<(), VaultError> {
+    /// record.refresh_token = Some(Secret::new("rotated-refresh-token"));
+    /// store.put_token(&key, &record).await?; // on disk now; safe to use the new access token
+    /// # Ok(()) }
+    /// ```
     async fn put_token(&self, key: &TokenKey, record: &TokenRecord) -> Result<(), VaultError>;
+
+    /// Removes the token for `key` (durably); `true` if there was one.
+    ///
+    /// ```
+    /// # use portcullis::vault::{Store, TokenKey, VaultError};
+    /// # async fn demo(store: &dyn Store) -> Result<(), VaultError> {
+    /// let revoked = store.delete_token(&TokenKey::new("portcullis", "alice", "github")).await?;
+    /// # Ok(()) }
+    /// ```
     async fn delete_token(&self, key: &TokenKey) -> Result<bool, VaultError>;
-    /// All links, or one user's.
+
+    /// Every stored token's key and metadata (no secrets), only `user`'s when given, in a
+    /// deterministic order.
+    ///
+    /// ```
+    /// # use portcullis::vault::{Store, VaultError};
+    /// # async fn demo(store: &dyn Store) -> Result<(), VaultError> {
+    /// for (key, meta) in store.list_tokens(Some("alice")).await? {
+    ///     println!("{} {:?} refresh={}", key.provider, meta.scopes, meta.has_refresh_token);
+    /// }
+    /// # Ok(()) }
+    /// ```
     async fn list_tokens(
         &self,
         user: Option<&str>,
     ) -> Result<Vec<(TokenKey, TokenMeta)>, VaultError>;
+
+    /// Stores a consent session under its id (the `<id>` of `/oauth2/connect/<id>`).
+    ///
+    /// ```
+    /// # use portcullis::vault::{ConsentRecord, Store, VaultError};
+    /// # async fn demo(store: &dyn Store, now: u64) -> Result<(), VaultError> {
+    /// let session = br#"{"user":"alice","provider":"github"}"#.to_vec();
+    /// store.put_consent("c0ffee", &ConsentRecord::new(session, now + 600)).await?;
+    /// # Ok(()) }
+    /// ```
     async fn put_consent(&self, id: &str, record: &ConsentRecord) -> Result<(), VaultError>;
+
+    /// The consent session `id` without consuming it; `None` if absent or expired.
+    ///
+    /// ```
+    /// # use portcullis::vault::{Store, VaultError};
+    /// # async fn demo(store: &dyn Store) -> Result<(), VaultError> {
+    /// let pending = store.get_consent("c0ffee").await?.is_some();
+    /// # Ok(()) }
+    /// ```
     async fn get_consent(&self, id: &str) -> Result<Option<ConsentRecord>, VaultError>;
-    /// Atomically removes and returns: exactly one caller gets a record (single use).
+
+    /// Atomically removes and returns the consent session `id`: of any number of concurrent
+    /// callers at most one gets it (DESIGN 3.2 invariant 4). Expired records are removed but
+    /// never returned.
+    ///
+    /// ```
+    /// # use portcullis::vault::{Store, VaultError};
+    /// # async fn demo(store: &dyn Store) -> Result<(), VaultError> {
+    /// let Some(session) = store.take_consent("c0ffee").await? else {
+    ///     return Ok(()); // unknown, expired or already used
+    /// };
+    /// let payload = session.into_payload();
+    /// # Ok(()) }
+    /// ```
     async fn take_consent(&self, id: &str) -> Result<Option<ConsentRecord>, VaultError>;
+
+    /// Stores the API key `name` (from `[api_keys.<name>]`) for `workload`.
+    ///
+    /// ```
+    /// # use portcullis::vault::{Secret, Store, VaultError};
+    /// # async fn demo(store: &dyn Store) -> Result<(), VaultError> {
+    /// store.put_api_key("portcullis", "weather", &Secret::new("wk_example")).await?;
+    /// # Ok(()) }
+    /// ```
     async fn put_api_key(&self, workload: &str, name: &str, key: &Secret)
     -> Result<(), VaultError>;
+
+    /// The API key `name` for `workload`, if stored.
+    ///
+    /// ```
+    /// # use portcullis::vault::{Store, VaultError};
+    /// # async fn demo(store: &dyn Store) -> Result<(), VaultError> {
+    /// if let Some(key) = store.get_api_key("portcullis", "weather").await? {
+    ///     let header_value = key.expose();
+    /// }
+    /// # Ok(()) }
+    /// ```
     async fn get_api_key(&self, workload: &str, name: &str) -> Result<Option<Secret>, VaultError>;
-    /// Removes expired consent records; returns how many.
+
+    /// Removes consent sessions expired at `now` (unix seconds); returns how many.
+    ///
+    /// ```
+    /// # use portcullis::vault::{Store, VaultError, unix_now};
+    /// # async fn demo(store: &dyn Store) -> Result<(), VaultError> {
+    /// let purged = store.purge_expired(unix_now()).await?;
+    /// # Ok(()) }
+    /// ```
     async fn purge_expired(&self, now: u64) -> Result<usize, VaultError>;
 }
 
-/// Opens the vault, never without a key (DESIGN 2.2): `PORTCULLIS_VAULT_KEY` wins over the key
-/// file; with `dev` a missing key file is generated.
+/// Opens the vault at `path`, which never starts without a key (DESIGN 2.2):
+///
+/// 1. `env_key` (the value of `PORTCULLIS_VAULT_KEY`), when set, wins over the file;
+/// 2. otherwise `key_file` must exist with mode 0600; if it is missing the error names it and
+///    how to create one, except with `dev`, where a fresh key is generated there (0600);
+/// 3. with neither, `dev` generates `<path>.key` (`data/vault` -> `data/vault.key`, the
+///    documented default) and anything else is [`VaultError::NoKey`].
+///
+/// A key that does not match an existing vault fails here, not on the first request.
 pub async fn open_vault(
     path: &Path,
     key_file: Option<&Path>,
     env_key: Option<String>,
     dev: bool,
 ) -> Result<SledStore, VaultError> {
-    let keyring = match (env_key, key_file) {
-        (Some(value), _) => Keyring::parse(&value, VAULT_KEY_ENV)?,
-        (None, Some(file)) if file.exists() => Keyring::load_file(file)?,
-        (None, Some(file)) if dev => {
-            tracing::warn!(file = %file.display(), "generated a development vault key");
-            Keyring::generate_file(file)?
-        }
-        (None, file) => {
-            let file = file.map_or_else(|| "the key file".to_string(), |f| f.display().to_string());
-            return Err(VaultError::Key(format!(
-                "no vault key: {file} does not exist and {VAULT_KEY_ENV} is not set; create one with \
-                 `head -c32 /dev/urandom | base64 > {file} && chmod 600 {file}`"
-            )));
-        }
-    };
-    SledStore::open(path, keyring)
+    let env_key = env_key.map(Zeroizing::new);
+    let path = path.to_path_buf();
+    let key_file = key_file
+        .map(Path::to_path_buf)
+        .or_else(|| dev.then(|| path.with_extension("key")));
+    tokio::task::spawn_blocking(move || {
+        let keyring = match (env_key, key_file) {
+            (Some(value), _) => {
+                tracing::info!(source = KEY_ENV, "vault key loaded");
+                Keyring::from_env_base64(&value)?
+            }
+            (None, Some(file)) => match Keyring::load_file(&file) {
+                Err(VaultError::KeyFileMissing { .. }) if dev => {
+                    tracing::warn!(
+                        file = %file.display(),
+                        "dev mode: generated a new vault key; do not use this vault in production"
+                    );
+                    Keyring::generate_file(&file)?
+                }
+                loaded => {
+                    let keyring = loaded?;
+                    tracing::info!(file = %file.display(), key_id = keyring.current_key_id(), "vault key loaded");
+                    keyring
+                }
+            },
+            (None, None) => return Err(VaultError::NoKey),
+        };
+        SledStore::open(&path, keyring)
+    })
+    .await
+    .map_err(|e| VaultError::Task(e.to_string()))?
 }
 
-#[cfg(test)]
-mod tests;
+/// The current time in unix seconds (0 if the clock is before 1970).
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}

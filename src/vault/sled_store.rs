@@ -1,233 +1,269 @@
-//! The embedded [`Store`]: sled trees `tokens`, `consents`, `api_keys`, `meta`; every value
-//! sealed by [`Sealer`] with its tree and key as associated data.
+//! [`SledStore`]: the embedded [`Store`] on sled 0.34 (DESIGN 3.1).
+//!
+//! Trees and record keys (the record key is also part of each value's associated data, see
+//! `seal.rs`, so a value only opens where it was written):
+//!
+//! | tree | record key | value (sealed) |
+//! |---|---|---|
+//! | `tokens` | length-prefixed `user`, `workload`, `provider` | [`TokenRecord`] as JSON |
+//! | `consents` | SHA-256 of the session id | expiry (8 bytes BE) + payload |
+//! | `api_keys` | length-prefixed `workload`, `name` | the key |
+//! | `meta` | `canary` | a fixed text proving the keyring matches the vault |
+//!
+//! Token keys start with the user so that `list_tokens(Some(user))` is a prefix scan; each part
+//! is prefixed with its length (u32 BE) so no user name can forge another's prefix. Consent ids
+//! are bearer-like (they are the `/oauth2/connect/<id>` URL), so only their hash is on disk.
+//!
+//! sled is synchronous and may block on disk I/O (page-ins, and `flush`, which fsyncs), so
+//! every operation runs on tokio's blocking pool. Writes that must survive a crash (tokens,
+//! revocations, API keys, consumed consents) flush before returning.
+//!
+//! Key rotation takes the keyring's write lock only to swap keys; every write holds the read
+//! lock from sealing to insertion, so once the new key is current no write can still be
+//! sealing with the old one, and one re-seal pass reaches every record.
 
-use std::path::Path;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use super::seal::Sealer;
-use super::{ConsentRecord, Keyring, Secret, Store, TokenKey, TokenMeta, TokenRecord, VaultError};
+use aws_lc_rs::digest;
+use parking_lot::RwLock;
+use zeroize::Zeroizing;
+
+use super::keyring::{Keyring, create_private_dir};
+use super::seal::{self, SealError};
+use super::{ConsentRecord, Secret, Store, TokenKey, TokenMeta, TokenRecord, VaultError};
 
 const TOKENS: &str = "tokens";
 const CONSENTS: &str = "consents";
 const API_KEYS: &str = "api_keys";
 const META: &str = "meta";
 const CANARY_KEY: &[u8] = b"canary";
-const CANARY: &[u8] = b"portcullis vault v1";
+const CANARY_TEXT: &[u8] = b"portcullis vault canary, format 1";
 
+/// The sled-backed vault. Cheap to clone (shared handle); `Debug` shows the path and key ids.
+#[derive(Clone)]
 pub struct SledStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
     db: sled::Db,
-    pub(super) tokens: sled::Tree,
+    tokens: sled::Tree,
     consents: sled::Tree,
     api_keys: sled::Tree,
     meta: sled::Tree,
-    sealer: Sealer,
+    keyring: RwLock<Keyring>,
 }
 
-impl std::fmt::Debug for SledStore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+/// What [`SledStore::rotate_key`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRotation {
+    /// Key ids held before the rotation (all retired now).
+    pub old_key_ids: Vec<u8>,
+    /// The new (and only) key id.
+    pub new_key_id: u8,
+    /// How many records were re-sealed, the canary included.
+    pub resealed: usize,
+}
+
+impl fmt::Debug for SledStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SledStore")
-            .field("sealer", &self.sealer)
+            .field("path", &self.inner.path)
+            .field("keyring", &*self.inner.keyring.read())
             .finish_non_exhaustive()
     }
 }
 
 impl SledStore {
-    /// Opens (or creates) the database and checks the keyring against it.
+    /// Opens (or creates, as a 0700 folder) the vault at `path` with `keyring`, and checks the
+    /// keyring against the vault's sealed canary so that a wrong key fails here with "the
+    /// vault key does not match this vault" instead of on every record. Blocks on disk I/O:
+    /// call it at start-up or from `spawn_blocking` ([`super::open_vault`] does).
     pub fn open(path: &Path, keyring: Keyring) -> Result<SledStore, VaultError> {
-        let db = sled::Config::new()
-            .path(path)
-            .open()
-            .map_err(|e| VaultError::Open {
-                path: path.display().to_string(),
-                reason: match e {
-                    sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock => {
-                        "it is locked by another process (is a gateway running with this vault?)"
-                            .to_string()
-                    }
-                    other => other.to_string(),
-                },
-            })?;
-        let store = SledStore {
-            tokens: db.open_tree(TOKENS)?,
-            consents: db.open_tree(CONSENTS)?,
-            api_keys: db.open_tree(API_KEYS)?,
-            meta: db.open_tree(META)?,
-            sealer: Sealer::new(&keyring)?,
-            db,
+        create_private_dir(path)?;
+        let opened = |source| VaultError::Open {
+            path: path.to_path_buf(),
+            source,
         };
-        match store.meta.get(CANARY_KEY)? {
-            Some(sealed) => {
-                let opened = store.sealer.open(META, CANARY_KEY, &sealed).map_err(|_| {
-                    VaultError::Key(format!(
-                        "the vault key does not match the vault at {}",
-                        path.display()
-                    ))
-                })?;
-                if opened != CANARY {
-                    return Err(VaultError::Corrupt("vault canary".into()));
-                }
-            }
-            None => {
-                store
-                    .meta
-                    .insert(CANARY_KEY, store.sealer.seal(META, CANARY_KEY, CANARY)?)?;
-                store.db.flush()?;
-            }
-        }
-        Ok(store)
+        let db = sled::Config::new().path(path).open().map_err(opened)?;
+        let tree = |name: &str| db.open_tree(name).map_err(opened);
+        let inner = Inner {
+            path: path.to_path_buf(),
+            tokens: tree(TOKENS)?,
+            consents: tree(CONSENTS)?,
+            api_keys: tree(API_KEYS)?,
+            meta: tree(META)?,
+            db,
+            keyring: RwLock::new(keyring),
+        };
+        inner.check_canary()?;
+        Ok(SledStore {
+            inner: Arc::new(inner),
+        })
     }
 
-    fn tree(&self, name: &str) -> &sled::Tree {
-        match name {
-            TOKENS => &self.tokens,
-            CONSENTS => &self.consents,
-            API_KEYS => &self.api_keys,
-            _ => &self.meta,
-        }
+    /// The vault folder.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
     }
 
-    fn put(&self, tree: &str, key: &[u8], value: &[u8]) -> Result<(), VaultError> {
-        let sealed = self.sealer.seal(tree, key, value)?;
-        self.tree(tree).insert(key, sealed)?;
-        Ok(())
+    /// The id of the key sealing new records.
+    pub fn current_key_id(&self) -> u8 {
+        self.inner.keyring.read().current_key_id()
     }
 
-    fn get(&self, tree: &str, key: &[u8]) -> Result<Option<Vec<u8>>, VaultError> {
-        match self.tree(tree).get(key)? {
-            Some(sealed) => self.sealer.open(tree, key, &sealed).map(Some),
-            None => Ok(None),
-        }
+    /// Writes everything to disk (fsync).
+    pub async fn flush(&self) -> Result<(), VaultError> {
+        self.blocking(|inner| inner.flush()).await
     }
 
-    /// Re-seals every record not sealed with the current key (key rotation, see `keyring`).
-    /// Returns how many records were re-sealed; flushed before returning.
+    /// Rotation step 2 (see [`Keyring`]): re-seals every record not sealed with the current
+    /// key, then flushes. Fails, naming the record, if any record cannot be opened; the old
+    /// key must then stay. Returns how many records were re-sealed.
     pub async fn reseal_all(&self) -> Result<usize, VaultError> {
-        let current = self.sealer.current_key_id();
-        let mut count = 0;
-        for name in [TOKENS, CONSENTS, API_KEYS, META] {
-            let tree = self.tree(name);
-            for entry in tree.iter() {
-                let (key, sealed) = entry?;
-                if Sealer::key_id_of(&sealed) == Some(current) {
-                    continue;
-                }
-                let plain = self.sealer.open(name, &key, &sealed)?;
-                let resealed = self.sealer.seal(name, &key, &plain)?;
-                // Compare-and-swap: a concurrent writer's newer value is never overwritten.
-                if tree
-                    .compare_and_swap(&key, Some(sealed), Some(resealed))?
-                    .is_ok()
-                {
-                    count += 1;
-                }
-            }
-        }
-        self.db.flush_async().await?;
-        Ok(count)
+        self.blocking(|inner| inner.reseal_all()).await
     }
 
-    fn decode_token(&self, key: &[u8], sealed: &[u8]) -> Result<TokenRecord, VaultError> {
-        let plain = self.sealer.open(TOKENS, key, sealed)?;
-        serde_json::from_slice(&plain)
-            .map_err(|e| VaultError::Corrupt(format!("token record: {e}")))
+    /// `portcullis vault rotate-key`: the three crash-safe steps described on [`Keyring`].
+    /// `key_file` must be the file the keyring was loaded from; a key from
+    /// `PORTCULLIS_VAULT_KEY` cannot be rotated in place (refused, nothing changed).
+    pub async fn rotate_key(&self, key_file: &Path) -> Result<KeyRotation, VaultError> {
+        let key_file = key_file.to_path_buf();
+        self.blocking(move |inner| inner.rotate_key(&key_file))
+            .await
     }
-}
 
-fn consent_encode(record: &ConsentRecord) -> Vec<u8> {
-    let mut bytes = record.expires_at.to_be_bytes().to_vec();
-    bytes.extend_from_slice(&record.payload);
-    bytes
-}
+    /// Runs `f` on the blocking pool (sled may block on disk).
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Inner) -> Result<T, VaultError> + Send + 'static,
+    ) -> Result<T, VaultError> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || f(&inner))
+            .await
+            .map_err(|e| VaultError::Task(e.to_string()))?
+    }
 
-fn consent_decode(bytes: &[u8]) -> Option<ConsentRecord> {
-    let (expiry, payload) = bytes.split_at_checked(8)?;
-    Some(ConsentRecord {
-        expires_at: u64::from_be_bytes(expiry.try_into().ok()?),
-        payload: payload.to_vec(),
-    })
-}
-
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
-fn api_key_id(workload: &str, name: &str) -> Vec<u8> {
-    [workload.as_bytes(), name.as_bytes()].join(&0u8)
+    /// The raw sled tree, for tests that tamper with stored bytes.
+    #[cfg(test)]
+    pub(super) fn raw_tree(&self, name: &str) -> Option<sled::Tree> {
+        self.inner
+            .trees()
+            .into_iter()
+            .find(|(tree_name, _)| *tree_name == name)
+            .map(|(_, tree)| tree.clone())
+    }
 }
 
 #[async_trait::async_trait]
 impl Store for SledStore {
     async fn get_token(&self, key: &TokenKey) -> Result<Option<TokenRecord>, VaultError> {
-        let id = key.to_bytes();
-        match self.tokens.get(&id)? {
-            Some(sealed) => self.decode_token(&id, &sealed).map(Some),
-            None => Ok(None),
-        }
+        let key = key.clone();
+        self.blocking(move |inner| {
+            let record_key = token_record_key(&key);
+            let Some(envelope) = inner.tokens.get(&record_key)? else {
+                return Ok(None);
+            };
+            let plaintext = inner.open(TOKENS, &record_key, &envelope)?;
+            parse_token(&plaintext, &key).map(Some)
+        })
+        .await
     }
 
     async fn put_token(&self, key: &TokenKey, record: &TokenRecord) -> Result<(), VaultError> {
-        let plain = serde_json::to_vec(record).map_err(|e| VaultError::Storage(e.to_string()))?;
-        self.put(TOKENS, &key.to_bytes(), &plain)?;
-        self.tokens.flush_async().await?;
-        Ok(())
+        let record_key = token_record_key(key);
+        // Sized up front so that, for ordinary tokens, the buffer does not reallocate: that
+        // would leave an un-zeroed partial copy of the plaintext behind (best effort).
+        let estimate = 1024
+            + 2 * record.access_token.expose().len()
+            + 2 * record
+                .refresh_token
+                .as_ref()
+                .map_or(0, |t| t.expose().len())
+            + record.scopes.iter().map(|s| 2 * s.len() + 3).sum::<usize>();
+        let mut plaintext = Zeroizing::new(Vec::with_capacity(estimate));
+        serde_json::to_writer(&mut *plaintext, record)
+            .map_err(|e| VaultError::seal(format!("cannot encode {key}: {:?}", e.classify())))?;
+        self.blocking(move |inner| {
+            inner.seal_insert(&inner.tokens, TOKENS, &record_key, &plaintext)?;
+            inner.flush()
+        })
+        .await
     }
 
     async fn delete_token(&self, key: &TokenKey) -> Result<bool, VaultError> {
-        let removed = self.tokens.remove(key.to_bytes())?.is_some();
-        self.tokens.flush_async().await?;
-        Ok(removed)
+        let record_key = token_record_key(key);
+        self.blocking(move |inner| {
+            let removed = inner.tokens.remove(&record_key)?.is_some();
+            if removed {
+                inner.flush()?;
+            }
+            Ok(removed)
+        })
+        .await
     }
 
     async fn list_tokens(
         &self,
         user: Option<&str>,
     ) -> Result<Vec<(TokenKey, TokenMeta)>, VaultError> {
-        let mut links = Vec::new();
-        for entry in self.tokens.iter() {
-            let (id, sealed) = entry?;
-            let Some(key) = TokenKey::from_bytes(&id) else {
-                continue;
-            };
-            if user.is_some_and(|u| u != key.user) {
-                continue;
+        let prefix = user.map(|u| encode_parts(&[u])).unwrap_or_default();
+        self.blocking(move |inner| {
+            let mut listed = Vec::new();
+            for item in inner.tokens.scan_prefix(&prefix) {
+                let (record_key, envelope) = item?;
+                let key = decode_token_key(&record_key).ok_or_else(|| VaultError::Corrupt {
+                    record: "a token record key".to_string(),
+                    reason: "not a workload/user/provider key".to_string(),
+                })?;
+                let plaintext = inner.open(TOKENS, &record_key, &envelope)?;
+                let meta = parse_token(&plaintext, &key)?.meta();
+                listed.push((key, meta));
             }
-            let record = self.decode_token(&id, &sealed)?;
-            links.push((
-                key,
-                TokenMeta {
-                    scopes: record.scopes.clone(),
-                    expires_at: record.expires_at,
-                    obtained_at: record.obtained_at,
-                    has_refresh_token: record.refresh_token.is_some(),
-                },
-            ));
-        }
-        Ok(links)
+            listed.sort_by(|a, b| a.0.cmp(&b.0));
+            Ok(listed)
+        })
+        .await
     }
 
     async fn put_consent(&self, id: &str, record: &ConsentRecord) -> Result<(), VaultError> {
-        self.put(CONSENTS, id.as_bytes(), &consent_encode(record))?;
-        self.consents.flush_async().await?;
-        Ok(())
+        let record_key = consent_record_key(id);
+        let plaintext = record.encode();
+        self.blocking(move |inner| {
+            inner.seal_insert(&inner.consents, CONSENTS, &record_key, &plaintext)?;
+            inner.flush()
+        })
+        .await
     }
 
     async fn get_consent(&self, id: &str) -> Result<Option<ConsentRecord>, VaultError> {
-        Ok(self
-            .get(CONSENTS, id.as_bytes())?
-            .and_then(|b| consent_decode(&b))
-            .filter(|r| r.expires_at > now()))
+        let record_key = consent_record_key(id);
+        self.blocking(move |inner| {
+            let Some(envelope) = inner.consents.get(&record_key)? else {
+                return Ok(None);
+            };
+            let record = inner.open_consent(&record_key, &envelope)?;
+            Ok((!record.is_expired(super::unix_now())).then_some(record))
+        })
+        .await
     }
 
     async fn take_consent(&self, id: &str) -> Result<Option<ConsentRecord>, VaultError> {
-        // sled's remove is atomic: of many concurrent takers exactly one sees the value.
-        let Some(sealed) = self.consents.remove(id.as_bytes())? else {
-            return Ok(None);
-        };
-        self.consents.flush_async().await?;
-        let plain = self.sealer.open(CONSENTS, id.as_bytes(), &sealed)?;
-        Ok(consent_decode(&plain).filter(|r| r.expires_at > now()))
+        let record_key = consent_record_key(id);
+        self.blocking(move |inner| {
+            // sled's remove is atomic: of concurrent takers exactly one sees the old value.
+            let Some(envelope) = inner.consents.remove(&record_key)? else {
+                return Ok(None);
+            };
+            // Durable, so a crash cannot bring a used session back (DESIGN 3.2 invariant 4).
+            inner.flush()?;
+            let record = inner.open_consent(&record_key, &envelope)?;
+            Ok((!record.is_expired(super::unix_now())).then_some(record))
+        })
+        .await
     }
 
     async fn put_api_key(
@@ -236,45 +272,274 @@ impl Store for SledStore {
         name: &str,
         key: &Secret,
     ) -> Result<(), VaultError> {
-        self.put(
-            API_KEYS,
-            &api_key_id(workload, name),
-            key.expose().as_bytes(),
-        )?;
-        self.api_keys.flush_async().await?;
-        Ok(())
+        let record_key = api_key_record_key(workload, name);
+        let plaintext = Zeroizing::new(key.expose().as_bytes().to_vec());
+        self.blocking(move |inner| {
+            inner.seal_insert(&inner.api_keys, API_KEYS, &record_key, &plaintext)?;
+            inner.flush()
+        })
+        .await
     }
 
     async fn get_api_key(&self, workload: &str, name: &str) -> Result<Option<Secret>, VaultError> {
-        self.get(API_KEYS, &api_key_id(workload, name))?
-            .map(|bytes| {
-                String::from_utf8(bytes)
-                    .map(Secret::new)
-                    .map_err(|_| VaultError::Corrupt("api key".into()))
-            })
-            .transpose()
+        let record_key = api_key_record_key(workload, name);
+        let record = format!("API key {workload}/{name}");
+        self.blocking(move |inner| {
+            let Some(envelope) = inner.api_keys.get(&record_key)? else {
+                return Ok(None);
+            };
+            let plaintext = inner.open(API_KEYS, &record_key, &envelope)?;
+            let text = std::str::from_utf8(&plaintext).map_err(|_| VaultError::Corrupt {
+                record,
+                reason: "not UTF-8".to_string(),
+            })?;
+            Ok(Some(Secret::new(text)))
+        })
+        .await
     }
 
     async fn purge_expired(&self, now: u64) -> Result<usize, VaultError> {
-        let mut removed = 0;
-        for entry in self.consents.iter() {
-            let (id, sealed) = entry?;
-            let expired = self
-                .sealer
-                .open(CONSENTS, &id, &sealed)
-                .ok()
-                .and_then(|plain| consent_decode(&plain))
-                .is_none_or(|record| record.expires_at <= now);
-            if expired
-                && self
-                    .consents
-                    .compare_and_swap(&id, Some(sealed), None::<&[u8]>)?
-                    .is_ok()
-            {
-                removed += 1;
+        self.blocking(move |inner| {
+            let mut purged = 0;
+            for item in inner.consents.iter() {
+                let (record_key, envelope) = item?;
+                match inner.open_consent(&record_key, &envelope) {
+                    Ok(record) if record.is_expired(now) => {
+                        // Only if unchanged since read: a concurrent take or put wins.
+                        let swapped = inner.consents.compare_and_swap(
+                            &record_key,
+                            Some(&envelope),
+                            None as Option<&[u8]>,
+                        )?;
+                        purged += usize::from(swapped.is_ok());
+                    }
+                    Ok(_) => {}
+                    // Kept: never lose stored data on a read problem (DESIGN 3.2 invariant 6).
+                    Err(error) => tracing::warn!(%error, "consent record left in place"),
+                }
+            }
+            if purged > 0 {
+                inner.flush()?;
+            }
+            Ok(purged)
+        })
+        .await
+    }
+}
+
+impl Inner {
+    fn trees(&self) -> [(&'static str, &sled::Tree); 4] {
+        [
+            (TOKENS, &self.tokens),
+            (CONSENTS, &self.consents),
+            (API_KEYS, &self.api_keys),
+            (META, &self.meta),
+        ]
+    }
+
+    fn flush(&self) -> Result<(), VaultError> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Seals and inserts under the keyring's read lock (see the module docs on rotation).
+    fn seal_insert(
+        &self,
+        tree: &sled::Tree,
+        tree_name: &str,
+        record_key: &[u8],
+        plaintext: &[u8],
+    ) -> Result<(), VaultError> {
+        let keyring = self.keyring.read();
+        let envelope =
+            seal::seal(&keyring, tree_name, record_key, plaintext).map_err(VaultError::seal)?;
+        tree.insert(record_key, envelope)?;
+        Ok(())
+    }
+
+    fn open(
+        &self,
+        tree_name: &str,
+        record_key: &[u8],
+        envelope: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, VaultError> {
+        let keyring = self.keyring.read();
+        seal::open(&keyring, tree_name, record_key, envelope).map_err(|e| VaultError::Unseal {
+            record: describe(tree_name, record_key),
+            reason: e.to_string(),
+        })
+    }
+
+    fn open_consent(
+        &self,
+        record_key: &[u8],
+        envelope: &[u8],
+    ) -> Result<ConsentRecord, VaultError> {
+        let plaintext = self.open(CONSENTS, record_key, envelope)?;
+        ConsentRecord::decode(&plaintext).ok_or_else(|| VaultError::Corrupt {
+            record: describe(CONSENTS, record_key),
+            reason: "shorter than its expiry field".to_string(),
+        })
+    }
+
+    /// Fails fast when the keyring is not this vault's; writes the canary on a new vault.
+    fn check_canary(&self) -> Result<(), VaultError> {
+        let mismatch = |detail: String| VaultError::KeyMismatch {
+            path: self.path.clone(),
+            detail,
+        };
+        let keyring = self.keyring.read();
+        if let Some(envelope) = self.meta.get(CANARY_KEY)? {
+            return match seal::open(&keyring, META, CANARY_KEY, &envelope) {
+                Ok(text) if text.as_slice() == CANARY_TEXT => Ok(()),
+                Err(SealError::UnknownKeyId(id)) => Err(mismatch(format!(
+                    "the vault is sealed with key id {id}, the key holds key ids {:?}",
+                    keyring.key_ids()
+                ))),
+                Err(SealError::UnknownVersion(version)) => Err(mismatch(format!(
+                    "the vault uses format version {version}, unknown to this build"
+                ))),
+                _ => Err(mismatch(
+                    "it cannot open the vault's canary record; use the key this vault was created with"
+                        .to_string(),
+                )),
+            };
+        }
+        // No canary yet: a new vault. If records exist anyway, the key must open them.
+        for (tree_name, tree) in self.trees() {
+            if let Some((record_key, envelope)) = tree.first()? {
+                seal::open(&keyring, tree_name, &record_key, &envelope).map_err(|_| {
+                    mismatch(format!(
+                        "it cannot open {}",
+                        describe(tree_name, &record_key)
+                    ))
+                })?;
             }
         }
-        self.consents.flush_async().await?;
-        Ok(removed)
+        let envelope =
+            seal::seal(&keyring, META, CANARY_KEY, CANARY_TEXT).map_err(VaultError::seal)?;
+        self.meta.insert(CANARY_KEY, envelope)?;
+        drop(keyring);
+        self.flush()
+    }
+
+    fn reseal_all(&self) -> Result<usize, VaultError> {
+        let mut resealed = 0;
+        for (tree_name, tree) in self.trees() {
+            for item in tree.iter() {
+                let (record_key, envelope) = item?;
+                let keyring = self.keyring.read();
+                if seal::envelope_key_id(&envelope) == Some(keyring.current_key_id()) {
+                    continue;
+                }
+                let plaintext =
+                    seal::open(&keyring, tree_name, &record_key, &envelope).map_err(|e| {
+                        VaultError::Unseal {
+                            record: describe(tree_name, &record_key),
+                            reason: e.to_string(),
+                        }
+                    })?;
+                let fresh = seal::seal(&keyring, tree_name, &record_key, &plaintext)
+                    .map_err(VaultError::seal)?;
+                // A concurrent write since our read already used the current key: keep it.
+                let swapped = tree.compare_and_swap(&record_key, Some(&envelope), Some(fresh))?;
+                resealed += usize::from(swapped.is_ok());
+            }
+        }
+        self.flush()?;
+        Ok(resealed)
+    }
+
+    fn rotate_key(&self, key_file: &Path) -> Result<KeyRotation, VaultError> {
+        let (old_key_ids, new_key_id) = {
+            let mut keyring = self.keyring.write();
+            let old = keyring.key_ids();
+            let new = keyring.rotate(key_file)?;
+            (old, new)
+        };
+        let resealed = self.reseal_all()?;
+        let mut stale = 0usize;
+        for (_, tree) in self.trees() {
+            for item in tree.iter() {
+                let (_, envelope) = item?;
+                stale += usize::from(seal::envelope_key_id(&envelope) != Some(new_key_id));
+            }
+        }
+        if stale > 0 {
+            return Err(VaultError::Rotation(format!(
+                "{stale} records are still sealed with an older key; the older keys were kept in the key file, run the rotation again"
+            )));
+        }
+        self.keyring.write().retire_old_keys(key_file)?;
+        tracing::info!(?old_key_ids, new_key_id, resealed, "vault key rotated");
+        Ok(KeyRotation {
+            old_key_ids,
+            new_key_id,
+            resealed,
+        })
+    }
+}
+
+fn parse_token(plaintext: &[u8], key: &TokenKey) -> Result<TokenRecord, VaultError> {
+    serde_json::from_slice(plaintext).map_err(|e| VaultError::corrupt(format!("token {key}"), &e))
+}
+
+/// Record key of a token: user first, for prefix scans by user.
+pub(super) fn token_record_key(key: &TokenKey) -> Vec<u8> {
+    encode_parts(&[&key.user, &key.workload, &key.provider])
+}
+
+fn decode_token_key(bytes: &[u8]) -> Option<TokenKey> {
+    let mut parts = decode_parts(bytes)?.into_iter();
+    let (user, workload, provider) = (parts.next()?, parts.next()?, parts.next()?);
+    parts
+        .next()
+        .is_none()
+        .then(|| TokenKey::new(workload, user, provider))
+}
+
+pub(super) fn api_key_record_key(workload: &str, name: &str) -> Vec<u8> {
+    encode_parts(&[workload, name])
+}
+
+pub(super) fn consent_record_key(id: &str) -> Vec<u8> {
+    digest::digest(&digest::SHA256, id.as_bytes())
+        .as_ref()
+        .to_vec()
+}
+
+/// Each part as a u32 big-endian length and its bytes.
+fn encode_parts(parts: &[&str]) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(parts.iter().map(|p| 4 + p.len()).sum());
+    for part in parts {
+        let len = u32::try_from(part.len()).unwrap_or(u32::MAX);
+        bytes.extend_from_slice(&len.to_be_bytes());
+        bytes.extend_from_slice(part.as_bytes());
+    }
+    bytes
+}
+
+fn decode_parts(mut bytes: &[u8]) -> Option<Vec<String>> {
+    let mut parts = Vec::new();
+    while !bytes.is_empty() {
+        let (len, rest) = bytes.split_first_chunk::<4>()?;
+        let len = usize::try_from(u32::from_be_bytes(*len)).ok()?;
+        let part = rest.get(..len)?;
+        parts.push(String::from_utf8(part.to_vec()).ok()?);
+        bytes = &rest[len..];
+    }
+    Some(parts)
+}
+
+/// Names a record for an error message without revealing a secret: token and API key record
+/// keys are names; consent keys are hashes of bearer-like ids, so they are not shown.
+fn describe(tree_name: &str, record_key: &[u8]) -> String {
+    let parts = decode_parts(record_key).unwrap_or_default();
+    match (tree_name, parts.as_slice()) {
+        (TOKENS, [user, workload, provider]) => format!("token {workload}/{user}/{provider}"),
+        (API_KEYS, [workload, name]) => format!("API key {workload}/{name}"),
+        (CONSENTS, _) => "a consent session".to_string(),
+        (META, _) => "the vault canary".to_string(),
+        (tree, _) => format!("a record in tree {tree}"),
     }
 }
