@@ -79,7 +79,11 @@ impl GatewayState {
     /// Reloads the catalog from disk, swaps it in and tells live sessions.
     pub async fn reload_catalog(&self) {
         let previous = self.catalog.load_full();
-        let (catalog, problems) = Catalog::load(&self.config.targets.dir, &previous);
+        let (catalog, mut problems) = Catalog::load(&self.config.targets.dir, &previous);
+        problems.extend(identity::unknown_credential_references(
+            &self.config,
+            &catalog,
+        ));
         for problem in &problems {
             tracing::warn!(%problem, "target file problem");
         }
@@ -127,7 +131,8 @@ impl Gateway {
             }
             source => (Arc::new(KeyStore::remote(source, http.clone())), None),
         };
-        let (catalog, problems) = Catalog::load(&config.targets.dir, &Catalog::default());
+        let (catalog, mut problems) = Catalog::load(&config.targets.dir, &Catalog::default());
+        problems.extend(identity::unknown_credential_references(&config, &catalog));
         for problem in &problems {
             tracing::warn!(%problem, "target file problem");
         }

@@ -149,7 +149,10 @@ fn validate(path: Option<PathBuf>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let (catalog, problems) = Catalog::load(&config.targets.dir, &Catalog::default());
+    let (catalog, mut problems) = Catalog::load(&config.targets.dir, &Catalog::default());
+    problems.extend(portcullis::identity::unknown_credential_references(
+        &config, &catalog,
+    ));
     if problems.is_empty() {
         println!(
             "ok: config valid; {} target(s), {} tool(s) in {}",

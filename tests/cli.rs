@@ -192,3 +192,21 @@ async fn dev_mode_and_token_give_a_working_gateway() {
         .unwrap();
     assert_eq!(refused.status().as_u16(), 401);
 }
+
+#[test]
+fn validate_names_credentials_that_point_at_unconfigured_providers() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("portcullis.toml"), GOOD_CONFIG).unwrap();
+    let mut target = good_target();
+    target["credentials"] =
+        json!({"oauth": {"provider": "github", "grantType": "AUTHORIZATION_CODE"}});
+    write_json(&dir.path().join("targets"), "shop.json", &target);
+    let (code, _, stderr) = run(&["validate", "--config", "portcullis.toml"], dir.path());
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains(
+            "shop.json at /credentials/oauth/provider: \"github\" is not configured in [providers]"
+        ),
+        "{stderr}"
+    );
+}

@@ -100,6 +100,10 @@ impl Catalog {
         self.files.len()
     }
 
+    pub fn targets(&self) -> impl Iterator<Item = &Arc<Target>> {
+        self.files.values().map(|file| &file.target)
+    }
+
     pub fn tools(&self) -> impl Iterator<Item = &Arc<CatalogTool>> {
         self.tools.values()
     }

@@ -155,3 +155,88 @@ fn secret_needs_exactly_one_source() {
         "{found:?}"
     );
 }
+
+fn with_secret_file(extra: &str) -> Result<Config, ConfigError> {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("secret"), "s3cr3t\n").unwrap();
+    Config::from_toml(
+        &format!("{GOOD}\n{extra}"),
+        Path::new("p.toml"),
+        dir.path(),
+        false,
+    )
+}
+
+#[test]
+fn vendor_presets_fill_endpoints_and_quirks() {
+    let config = with_secret_file(
+        "[identity]\nconsent_binding = \"app\"\n[providers.gh]\nvendor = \"github\"\nclient_id = \"Iv1\"\nclient_secret_file = \"secret\"\n\
+         [providers.g]\nvendor = \"google\"\nclient_id = \"x\"\nclient_secret_file = \"secret\"\n",
+    )
+    .unwrap();
+    let gh = &config.providers["gh"];
+    let ProviderEndpoints::Explicit { token, .. } = &gh.endpoints else {
+        panic!("preset")
+    };
+    assert_eq!(
+        token.as_str(),
+        "https://github.com/login/oauth/access_token"
+    );
+    assert_eq!(gh.auth_method, ClientAuthMethod::ClientSecretPost);
+    assert!(!gh.send_resource_indicator);
+    assert_eq!(
+        gh.client_secret.expose(),
+        "s3cr3t",
+        "trailing newline trimmed"
+    );
+    assert_eq!(
+        config.providers["g"].extra_authorize_params["access_type"],
+        "offline"
+    );
+    assert!(
+        !format!("{config:?}").contains("s3cr3t"),
+        "secrets never in Debug"
+    );
+}
+
+#[test]
+fn tenant_vendors_need_a_discovery_url_and_unknown_vendors_are_named() {
+    let err = with_secret_file(
+        "[identity]\nconsent_binding = \"app\"\n[providers.o]\nvendor = \"okta\"\nclient_id = \"x\"\nclient_secret_file = \"secret\"\n\
+         [providers.z]\nvendor = \"zoho\"\nclient_id = \"x\"\nclient_secret_file = \"secret\"\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("providers.o.discovery_url: vendor \"okta\" needs"),
+        "{err}"
+    );
+    assert!(
+        err.contains("providers.z.vendor: unknown vendor \"zoho\""),
+        "{err}"
+    );
+}
+
+#[test]
+fn missing_secret_sources_are_named() {
+    let err = with_secret_file(
+        "[identity]\nconsent_binding = \"app\"\n[providers.c]\nvendor = \"custom\"\ndiscovery_url = \"https://sso.example.com/.well-known/openid-configuration\"\nclient_id = \"x\"\nclient_secret_env = \"PORTCULLIS_TEST_SURELY_UNSET\"\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("providers.c.client_secret_env: environment variable PORTCULLIS_TEST_SURELY_UNSET is not set"),
+        "{err}"
+    );
+}
+
+#[test]
+fn login_binding_needs_the_gateways_own_client() {
+    let err = with_secret_file("[providers.gh]\nvendor = \"github\"\nclient_id = \"Iv1\"\nclient_secret_file = \"secret\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("inbound.login: consent_binding = \"login\" needs [inbound.login]"),
+        "{err}"
+    );
+}

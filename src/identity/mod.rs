@@ -514,6 +514,38 @@ impl Identity {
     }
 }
 
+/// Targets whose credentials name a provider or API key that the config does not define:
+/// reported by `portcullis validate` and logged at load, so the mistake shows before a call.
+pub fn unknown_credential_references(
+    config: &Config,
+    catalog: &crate::catalog::Catalog,
+) -> Vec<crate::catalog::Problem> {
+    catalog
+        .targets()
+        .filter_map(|target| {
+            let (pointer, name, known, section) = match target.credentials.as_ref()? {
+                Credentials::Oauth(oauth) => (
+                    "/credentials/oauth/provider",
+                    &oauth.provider,
+                    config.providers.contains_key(&oauth.provider),
+                    "[providers]",
+                ),
+                Credentials::ApiKey(key) => (
+                    "/credentials/apiKey/provider",
+                    &key.provider,
+                    config.api_keys.contains_key(&key.provider),
+                    "[api_keys]",
+                ),
+            };
+            (!known).then(|| crate::catalog::Problem {
+                file: target.file.clone(),
+                pointer: pointer.to_string(),
+                message: format!("{name:?} is not configured in {section} of the config"),
+            })
+        })
+        .collect()
+}
+
 fn is_fresh(record: &TokenRecord) -> bool {
     record
         .expires_at
