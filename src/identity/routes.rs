@@ -484,7 +484,9 @@ async fn revoke(
             "Open /connections to sign in first.",
         );
     };
-    if !constant_time_eq(form.csrf.as_bytes(), user.csrf.as_bytes()) {
+    if aws_lc_rs::constant_time::verify_slices_are_equal(form.csrf.as_bytes(), user.csrf.as_bytes())
+        .is_err()
+    {
         return pages::failure(
             StatusCode::FORBIDDEN,
             "Refused",
@@ -503,8 +505,4 @@ async fn revoke(
         }
         Err(error) => internal(&IdentityError::Vault(error)),
     }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
