@@ -6,6 +6,7 @@
 //! client, scope and claim rules. The caller's identity is issuer + subject; the raw token is
 //! dropped here and never reaches a target (invariant 2).
 
+mod cache;
 mod dev_issuer;
 mod jwks;
 mod layer;

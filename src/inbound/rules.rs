@@ -7,6 +7,7 @@ use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, Validation};
 use serde_json::{Map, Value};
 
+use super::cache::VerifiedCache;
 use super::jwks::{KeyStore, VerifyKey};
 use super::{AuthError, Caller};
 use crate::config::{ClaimCheck, ClaimRule, InboundConfig};
@@ -22,6 +23,7 @@ pub struct Verifier {
     scopes: Vec<String>,
     claims: Vec<ClaimRule>,
     leeway: u64,
+    verified: VerifiedCache,
 }
 
 impl Verifier {
@@ -34,6 +36,7 @@ impl Verifier {
             scopes: config.allowed_scopes.clone(),
             claims: config.claims.clone(),
             leeway: config.leeway_seconds,
+            verified: VerifiedCache::default(),
         }
     }
 
@@ -51,6 +54,24 @@ impl Verifier {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(invalid("token is too large"));
         }
+        let snapshot = self.keys.snapshot();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        if let Some(caller) = self.verified.get(token, &snapshot, now, self.leeway) {
+            return Ok(caller);
+        }
+        let caller = self.verify_uncached(token).await?;
+        // Only if no refetch replaced the key set meanwhile: an entry must never outlive the
+        // keys it was checked against.
+        if Arc::ptr_eq(&snapshot, &self.keys.snapshot()) {
+            self.verified.insert(token, &snapshot, &caller);
+        }
+        Ok(caller)
+    }
+
+    async fn verify_uncached(&self, token: &str) -> Result<Caller, AuthError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| {
             invalid("malformed JWT or unsupported algorithm (\"none\" is never accepted)")
         })?;
