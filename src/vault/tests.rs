@@ -45,8 +45,22 @@ impl Fixture {
         }
     }
 
+    /// Opens the vault. sled finishes background writes of a dropped handle on its own thread
+    /// pool, which briefly keeps the file lock; a reopen in the same process waits for that
+    /// (bounded), as a restarted process never has to.
     fn open(&self) -> Result<SledStore, VaultError> {
-        SledStore::open(&self.vault, Keyring::load_file(&self.key_file)?)
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match SledStore::open(&self.vault, Keyring::load_file(&self.key_file)?) {
+                Err(VaultError::Open { source, .. })
+                    if source.to_string().contains("could not acquire lock")
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::yield_now();
+                }
+                other => return other,
+            }
+        }
     }
 }
 
