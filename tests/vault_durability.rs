@@ -97,6 +97,7 @@ async fn sigkill_during_refreshes_loses_no_link_and_the_vault_holds_no_plaintext
             refreshed_at: None,
         };
         store.put_token(&key, &record).await.unwrap();
+        store.close().await.unwrap();
     }
     let aws = [
         ("AWS_ACCESS_KEY_ID", "x"),
@@ -147,6 +148,7 @@ async fn sigkill_during_refreshes_loses_no_link_and_the_vault_holds_no_plaintext
         issued.push(record.access_token.expose().to_string());
         record.expires_at = Some(1);
         store.put_token(&key, &record).await.unwrap();
+        store.close().await.unwrap();
     }
 
     // A clean restart: the link still works.

@@ -105,6 +105,32 @@ impl SledStore {
         })
     }
 
+    /// Closes the store and waits (bounded) until sled has released the database file lock.
+    ///
+    /// Dropping a handle is enough when the process exits, but sled finishes background writes
+    /// on its own threads, which keep the lock a moment longer; whoever opens the vault next
+    /// from this process or a child it starts (tests, `vault` commands) calls this first.
+    pub async fn close(self) -> Result<(), VaultError> {
+        let db_file = self.inner.path.join("db");
+        self.flush().await?;
+        drop(self);
+        tokio::task::spawn_blocking(move || {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            loop {
+                // sled holds an exclusive flock on `<path>/db` while open.
+                let Ok(file) = std::fs::File::open(&db_file) else {
+                    return;
+                };
+                if file.try_lock().is_ok() || std::time::Instant::now() > deadline {
+                    return;
+                }
+                std::thread::yield_now();
+            }
+        })
+        .await
+        .map_err(|e| VaultError::Task(e.to_string()))
+    }
+
     /// The vault folder.
     pub fn path(&self) -> &Path {
         &self.inner.path
