@@ -7,6 +7,7 @@
 //! dropped here and never reaches a target (invariant 2).
 
 mod dev_issuer;
+pub mod es256;
 mod jwks;
 mod layer;
 mod metadata;
