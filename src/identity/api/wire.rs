@@ -33,7 +33,8 @@ pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
             }
             serde_json::error::Category::Io => "unreadable body",
         };
-        let message = if path.is_empty() || path == "." {
+        let syntax = what == "malformed JSON";
+        let message = if syntax || path.is_empty() || path == "." || path == "?" {
             format!("request body: {what} (a JSON object is expected)")
         } else {
             format!("{path}: {what}")
