@@ -199,7 +199,14 @@ pub fn routes() -> Router<Arc<GatewayState>> {
 /// the answer (errors through `edge::identity_api_error`).
 async fn dispatch(State(state): State<Arc<GatewayState>>, request: Request) -> Response {
     let request_id = uuid::Uuid::new_v4().to_string();
-    let (parts, body) = request.into_parts();
+    let (mut parts, body) = request.into_parts();
+    // HTTP/2 carries the host in `:authority`, which SigV4 signs as `host`.
+    if !parts.headers.contains_key(http::header::HOST)
+        && let Some(authority) = parts.uri.authority()
+        && let Ok(value) = http::HeaderValue::from_str(authority.as_str())
+    {
+        parts.headers.insert(http::header::HOST, value);
+    }
     let path = parts.uri.path().to_string();
     let result = async {
         let body = axum::body::to_bytes(body, MAX_BODY_BYTES)
