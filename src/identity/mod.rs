@@ -5,6 +5,9 @@
 //! expiry is refreshed once per key however many calls want it (single flight, store re-read
 //! after taking the key's lock); a rotated refresh token is durable before the new access
 //! token is used; `invalid_grant` re-reads before giving up.
+//!
+//! The identity API ([`api`], DESIGN 2.7) drives the same flows for agent code: a workload
+//! acting for a user ([`Owner`]) instead of the gateway's own workload acting for an MCP caller.
 
 mod agent;
 pub mod api;

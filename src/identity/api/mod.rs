@@ -5,7 +5,7 @@
 //! - `wire`: request shapes and the model's constraints;
 //! - `sigv4`: every request is SigV4-verified against `[[identity.access_keys]]`;
 //! - `workload_token`: the gateway-signed workload access tokens;
-//! - `handlers`: the six operations, on top of [`Identity`](super::Identity).
+//! - `handlers`: the six operations, on top of [`Identity`].
 //!
 //! Errors are [`ApiError`]s; `edge::identity_api_error` is the one place that turns them
 //! into restJson1 error responses (`x-amzn-ErrorType` header, `{"message"}` body).
