@@ -193,3 +193,41 @@ pub fn consent_tool_result(prompt: &crate::identity::ConsentPrompt) -> CallToolR
         prompt.message, prompt.url
     ))])
 }
+
+/// The identity API's errors as restJson1 (Smithy "AWS restJson1 protocol", error
+/// serialization): the status of the error shape, the shape's name in `x-amzn-ErrorType`
+/// (botocore reads the code from this header), and a JSON body with `message`; a
+/// ValidationException also carries `reason` and `fieldList` as the model defines them.
+pub fn identity_api_error(error: &crate::identity::api::ApiError, request_id: &str) -> Response {
+    use crate::identity::api::ApiError;
+    let (status, error_type) = error.error_type();
+    let body = match error {
+        ApiError::Validation {
+            reason,
+            field,
+            message,
+        } => {
+            let fields: Vec<serde_json::Value> = field
+                .iter()
+                .map(|name| {
+                    let problem = message
+                        .strip_prefix(&format!("{name}: "))
+                        .unwrap_or(message);
+                    json!({"name": name, "message": problem})
+                })
+                .collect();
+            json!({"message": message, "reason": reason.as_str(), "fieldList": fields})
+        }
+        other => json!({"message": other.to_string()}),
+    };
+    let mut response = (status, Json(body)).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        "x-amzn-errortype",
+        http::HeaderValue::from_static(error_type),
+    );
+    if let Ok(value) = http::HeaderValue::from_str(request_id) {
+        headers.insert("x-amzn-requestid", value);
+    }
+    response
+}

@@ -47,8 +47,11 @@ pub struct GatewayState {
     pub sessions: SessionRegistry,
     pub keys: Arc<KeyStore>,
     pub dev_issuer: Option<Arc<DevIssuer>>,
-    /// Per-user downstream credentials; `None` when no provider or API key is configured.
+    /// Per-user downstream credentials; `None` when no provider, API key or identity API
+    /// access key is configured.
     pub identity: Option<Arc<identity::Identity>>,
+    /// The AgentCore-compatible identity API; `None` without `[[identity.access_keys]]`.
+    pub identity_api: Option<Arc<identity::api::IdentityApi>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +60,8 @@ pub enum StartError {
     DevIssuer(#[from] inbound::DevIssuerError),
     #[error(transparent)]
     Vault(#[from] vault::VaultError),
+    #[error("identity API signing key: {0}")]
+    WorkloadTokenKey(#[from] inbound::es256::KeyFileError),
     #[error("cannot build the HTTP client: {0}")]
     HttpClient(#[from] reqwest::Error),
     #[error("cannot listen on {addr}: {source}")]
@@ -137,7 +142,10 @@ impl Gateway {
             tracing::warn!(%problem, "target file problem");
         }
         tracing::info!(targets = catalog.target_count(), tools = catalog.len(), dir = %config.targets.dir.display(), "catalog loaded");
-        let identity = if config.providers.is_empty() && config.api_keys.is_empty() {
+        let identity = if config.providers.is_empty()
+            && config.api_keys.is_empty()
+            && config.identity.access_keys.is_empty()
+        {
             None
         } else {
             // "Never starts without a key" (DESIGN 2.2): opening fails without one.
@@ -156,6 +164,13 @@ impl Gateway {
                 http.clone(),
             )))
         };
+        let identity_api = match &identity {
+            Some(identity) => {
+                identity::api::IdentityApi::new(&config, identity.clone(), keys.clone())?
+                    .map(Arc::new)
+            }
+            None => None,
+        };
         let pipeline = CallPipeline::new(
             targets::HttpInvoker::new()?,
             targets::LambdaInvoker::default(),
@@ -170,6 +185,7 @@ impl Gateway {
             keys,
             dev_issuer,
             identity,
+            identity_api,
         });
         let shutdown = CancellationToken::new();
         let router = router(&state, &shutdown);
@@ -291,7 +307,8 @@ fn router(state: &Arc<GatewayState>, shutdown: &CancellationToken) -> Router {
         .route("/healthz", get(routes::healthz))
         .route("/readyz", get(routes::readyz))
         .route("/metrics", get(routes::metrics))
-        .merge(identity::routes::routes());
+        .merge(identity::routes::routes())
+        .merge(identity::api::routes());
     if state.config.dev {
         router = router.merge(dev::routes());
     }

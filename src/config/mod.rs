@@ -17,8 +17,8 @@ use jsonwebtoken::Algorithm;
 use url::Url;
 
 pub use providers::{
-    ClientAuthMethod, ConsentBinding, IdentityConfig, LoginConfig, ProviderConfig,
-    ProviderEndpoints, VaultConfig,
+    AccessKeyConfig, ClientAuthMethod, ConsentBinding, IdentityConfig, LoginConfig, ProviderConfig,
+    ProviderEndpoints, VaultConfig, WorkloadConfig, is_workload_name,
 };
 pub use raw::RawConfig;
 

@@ -98,6 +98,16 @@ pub struct RawIdentity {
     pub allowed_return_urls: Vec<String>,
     #[serde(default)]
     pub access_keys: Vec<RawAccessKey>,
+    #[serde(default)]
+    pub workloads: Vec<RawWorkload>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWorkload {
+    pub name: String,
+    #[serde(default)]
+    pub allowed_return_urls: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -106,6 +116,7 @@ pub struct RawAccessKey {
     pub access_key_id: String,
     pub secret_access_key_env: Option<String>,
     pub secret_access_key_file: Option<String>,
+    pub workloads: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]

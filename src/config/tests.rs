@@ -240,3 +240,51 @@ fn login_binding_needs_the_gateways_own_client() {
         "{err}"
     );
 }
+
+#[test]
+fn identity_workloads_and_access_keys_are_validated_with_resolved_secrets() {
+    let config = with_secret_file(
+        "[identity]\nconsent_binding = \"app\"\nallowed_return_urls = [\"https://app.example.com/done\"]\n\
+         [[identity.workloads]]\nname = \"agent-a\"\nallowed_return_urls = [\"http://127.0.0.1:9/cb\"]\n\
+         [[identity.access_keys]]\naccess_key_id = \"AKIDEXAMPLE\"\nsecret_access_key_file = \"secret\"\nworkloads = [\"agent-a\"]\n",
+    )
+    .unwrap();
+    let identity = &config.identity;
+    assert_eq!(
+        identity.workloads.keys().collect::<Vec<_>>(),
+        ["agent-a", "portcullis"],
+        "the gateway's own workload is a workload too"
+    );
+    assert_eq!(
+        identity.workloads["portcullis"].allowed_return_urls[0].as_str(),
+        "https://app.example.com/done"
+    );
+    let key = &identity.access_keys[0];
+    assert_eq!(key.secret_access_key.expose(), "s3cr3t");
+    assert!(key.may_act_for("agent-a") && !key.may_act_for("portcullis"));
+    assert!(!format!("{config:?}").contains("s3cr3t"));
+}
+
+#[test]
+fn bad_workloads_and_access_keys_are_named() {
+    let err = with_secret_file(
+        "[identity]\n\
+         [[identity.workloads]]\nname = \"a\"\n\
+         [[identity.workloads]]\nname = \"portcullis\"\n\
+         [[identity.workloads]]\nname = \"agent-b\"\nallowed_return_urls = [\"http://evil.example/cb\"]\n\
+         [[identity.access_keys]]\naccess_key_id = \"AK/ID\"\nsecret_access_key_file = \"secret\"\n\
+         [[identity.access_keys]]\naccess_key_id = \"AKID2\"\nsecret_access_key_env = \"PORTCULLIS_TEST_SURELY_UNSET\"\nworkloads = [\"ghost\"]\n",
+    )
+    .unwrap_err()
+    .to_string();
+    for expected in [
+        "identity.workloads[0].name: \"a\": workload names are 3-255",
+        "identity.workloads[1].name: \"portcullis\" is already defined",
+        "identity.workloads[2].allowed_return_urls[0]: must be an https:// URL",
+        "identity.access_keys[0].access_key_id: 1-128 letters and digits",
+        "identity.access_keys[1].workloads[0]: \"ghost\" is not a configured workload",
+        "identity.access_keys[1].secret_access_key_env: environment variable PORTCULLIS_TEST_SURELY_UNSET is not set",
+    ] {
+        assert!(err.contains(expected), "missing {expected:?} in {err}");
+    }
+}

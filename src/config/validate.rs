@@ -64,7 +64,6 @@ pub(super) fn validate(raw: RawConfig, base: &Path, dev: bool) -> Result<Config,
         watch: raw.targets.watch.unwrap_or(true),
     };
     let telemetry = telemetry(&raw.telemetry, &mut problems);
-    access_keys(&raw, &mut problems);
     let downstream = super::providers::downstream(&raw, base, dev, &mut problems);
 
     if problems.0.is_empty() {
@@ -337,35 +336,5 @@ fn telemetry(raw: &super::raw::RawTelemetry, problems: &mut Problems) -> Telemet
     TelemetryConfig {
         log_format,
         log_level,
-    }
-}
-
-/// A secret is named by exactly one of `<name>_env` / `<name>_file`, never given inline.
-fn exclusive_secret(
-    key: &str,
-    name: &str,
-    env: Option<&str>,
-    file: Option<&str>,
-    problems: &mut Problems,
-) {
-    match (env, file) {
-        (Some(_), Some(_)) => {
-            problems.push(key, format!("set only one of {name}_env and {name}_file"))
-        }
-        (None, None) => problems.push(key, format!("missing {name}_env or {name}_file")),
-        _ => {}
-    }
-}
-
-/// `[[identity.access_keys]]` are used by the identity API; their secrets are checked here.
-fn access_keys(raw: &RawConfig, problems: &mut Problems) {
-    for (i, access_key) in raw.identity.access_keys.iter().enumerate() {
-        exclusive_secret(
-            &format!("identity.access_keys[{i}]"),
-            "secret_access_key",
-            access_key.secret_access_key_env.as_deref(),
-            access_key.secret_access_key_file.as_deref(),
-            problems,
-        );
     }
 }

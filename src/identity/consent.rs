@@ -8,7 +8,11 @@
 use serde::{Deserialize, Serialize};
 
 use super::IdentityError;
-use crate::vault::{ConsentRecord, Secret, Store};
+use crate::vault::{ConsentRecord, Secret, Store, TokenRecord};
+
+/// RFC 9126 section 2.2 request URI form, which AgentCore uses for `sessionUri`:
+/// `urn:ietf:params:oauth:request_uri:<consent id>`.
+pub const SESSION_URI_PREFIX: &str = "urn:ietf:params:oauth:request_uri:";
 
 /// How long a consent link stays usable.
 pub const CONSENT_TTL_SECONDS: u64 = 600;
@@ -34,11 +38,48 @@ pub struct ConsentSession {
     pub expires_at: u64,
     /// Set when a browser opens the connect URL; the callback must come from that browser.
     pub browser_nonce: Option<String>,
+    /// The vault user key when the user is not `issuer#subject` (`userid:<id>`).
+    #[serde(default)]
+    pub user_key: Option<String>,
+    /// Identity API: where the browser goes after the provider's callback.
+    #[serde(default)]
+    pub return_url: Option<String>,
+    /// Identity API `customState`, echoed to `return_url` as `state`.
+    #[serde(default)]
+    pub custom_state: Option<Secret>,
+    #[serde(default)]
+    pub stage: Stage,
+    /// Identity API sessions stay (until they expire) after the callback, so that polling
+    /// with `sessionUri` learns how they ended.
+    #[serde(default)]
+    pub keep_after_callback: bool,
+}
+
+/// Where a consent session is. Only `Pending` sessions can be opened in a browser.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub enum Stage {
+    /// Waiting for the user at the provider.
+    #[default]
+    Pending,
+    /// `consent_binding = "app"`: the provider granted a token, held here (sealed like every
+    /// consent record) until `CompleteResourceTokenAuth` names the same user.
+    Authorized(Box<TokenRecord>),
+    /// The token is in the vault under the session's workload / user / provider.
+    Completed,
+    /// The provider refused, or the code exchange failed. Nothing was stored.
+    Failed,
 }
 
 impl ConsentSession {
     pub fn user_id(&self) -> String {
-        format!("{}#{}", self.issuer, self.subject)
+        self.user_key
+            .clone()
+            .unwrap_or_else(|| format!("{}#{}", self.issuer, self.subject))
+    }
+
+    /// The identity API's name for this session.
+    pub fn session_uri(&self) -> String {
+        format!("{SESSION_URI_PREFIX}{}", self.id)
     }
 }
 
@@ -112,11 +153,16 @@ fn parse<T: for<'de> Deserialize<'de>>(
     }
 }
 
+/// Writes the session record only (its `state` mapping is left as it is, or as consumed).
+pub async fn put_session(store: &dyn Store, session: &ConsentSession) -> Result<(), IdentityError> {
+    put_json(store, &session.id, session, session.expires_at).await
+}
+
 pub async fn save_session(
     store: &dyn Store,
     session: &ConsentSession,
 ) -> Result<(), IdentityError> {
-    put_json(store, &session.id, session, session.expires_at).await?;
+    put_session(store, session).await?;
     put_json(
         store,
         &format!("state:{}", session.state),

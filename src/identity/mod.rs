@@ -5,7 +5,12 @@
 //! expiry is refreshed once per key however many calls want it (single flight, store re-read
 //! after taking the key's lock); a rotated refresh token is durable before the new access
 //! token is used; `invalid_grant` re-reads before giving up.
+//!
+//! The identity API ([`api`], DESIGN 2.7) drives the same flows for agent code: a workload
+//! acting for a user ([`Owner`]) instead of the gateway's own workload acting for an MCP caller.
 
+mod agent;
+pub mod api;
 mod consent;
 mod locks;
 mod login;
@@ -47,6 +52,15 @@ pub enum IdentityError {
     Provider { provider: String, reason: String },
     #[error("vault: {0}")]
     Vault(#[from] VaultError),
+    /// A `sessionUri` that is unknown, expired or already used.
+    #[error("no live consent session {0:?} (unknown, expired or already completed)")]
+    SessionNotFound(String),
+    /// The session belongs to another workload or user (DESIGN 3.2 invariant 4).
+    #[error("the consent session was started by another {0}")]
+    SessionOfAnother(&'static str),
+    /// CompleteResourceTokenAuth before the user finished at the provider.
+    #[error("the user has not finished authorizing at the provider yet")]
+    SessionNotAuthorized,
     #[error("{0}")]
     Internal(String),
 }
@@ -89,12 +103,62 @@ pub struct CredentialRequest<'a> {
     pub force_authentication: bool,
 }
 
+/// Who a user is, in the namespace its token key lives in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UserRef {
+    /// Verified by the inbound IdP (an MCP caller, or `GetWorkloadAccessTokenForJWT`).
+    Federated { issuer: String, subject: String },
+    /// Asserted by a trusted agent (`GetWorkloadAccessTokenForUserId`).
+    UserId(String),
+}
+
+impl UserRef {
+    /// The vault's user key: `<issuer>#<subject>`, or `userid:<id>`. The namespaces cannot
+    /// collide: an issuer is an `https://` (or loopback `http://`) URL, never `userid:...`.
+    pub fn key(&self) -> String {
+        match self {
+            UserRef::Federated { issuer, subject } => format!("{issuer}#{subject}"),
+            UserRef::UserId(id) => format!("userid:{id}"),
+        }
+    }
+}
+
+/// A workload acting for a user: whose tokens (DESIGN 3.1 token key = workload / user / provider).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owner {
+    pub workload: String,
+    pub user: UserRef,
+}
+
+impl Owner {
+    pub fn key(&self, provider: &str) -> TokenKey {
+        TokenKey {
+            workload: self.workload.clone(),
+            user: self.user.key(),
+            provider: provider.to_string(),
+        }
+    }
+}
+
+/// What the identity API adds to a consent session.
+#[derive(Debug, Clone, Default)]
+pub struct ConsentOptions {
+    /// Where the browser goes after the provider's callback (an allowed return URL).
+    pub return_url: Option<String>,
+    /// Echoed to the return URL as `state`.
+    pub custom_state: Option<Secret>,
+    /// Keep the session after the callback so `sessionUri` polling can see how it ended.
+    pub keep_after_callback: bool,
+}
+
 pub struct Identity {
     store: Arc<dyn Store>,
     providers: BTreeMap<String, Provider>,
     api_keys: BTreeMap<String, Secret>,
     workload: String,
     binding: ConsentBinding,
+    /// With `consent_binding = "app"`, where MCP-triggered consents return the browser.
+    default_return_url: Option<String>,
     public_url: String,
     refresh_locks: KeyedLocks,
     /// Client-credentials tokens: not personal, re-obtainable, so kept in memory only.
@@ -129,6 +193,11 @@ impl Identity {
             api_keys: config.api_keys.clone(),
             workload: config.identity.workload.clone(),
             binding: config.identity.consent_binding,
+            default_return_url: config
+                .identity
+                .allowed_return_urls
+                .first()
+                .map(|u| u.to_string()),
             public_url: config.server.public_url.clone(),
             refresh_locks: KeyedLocks::default(),
             m2m: Mutex::new(HashMap::new()),
@@ -151,11 +220,14 @@ impl Identity {
             .ok_or_else(|| IdentityError::UnknownProvider(name.to_string()))
     }
 
-    fn key(&self, caller: &Caller, provider: &str) -> TokenKey {
-        TokenKey {
+    /// The gateway's own workload acting for an MCP caller.
+    fn owner_of(&self, caller: &Caller) -> Owner {
+        Owner {
             workload: self.workload.clone(),
-            user: caller.user_id(),
-            provider: provider.to_string(),
+            user: UserRef::Federated {
+                issuer: caller.issuer.to_string(),
+                subject: caller.subject.to_string(),
+            },
         }
     }
 
@@ -170,7 +242,11 @@ impl Identity {
             Credentials::ApiKey(api_key) => self.api_key(api_key).map(Credential::Ready),
             Credentials::Oauth(oauth) => match oauth.grant_type {
                 GrantType::ClientCredentials => self.client_credentials(oauth, request).await,
-                GrantType::AuthorizationCode => self.user_token(caller, oauth, request).await,
+                GrantType::AuthorizationCode => {
+                    let owner = self.owner_of(caller);
+                    self.user_token(&owner, oauth, request, &ConsentOptions::default())
+                        .await
+                }
             },
         }
     }
@@ -228,10 +304,11 @@ impl Identity {
         let provider = self.provider(&oauth.provider)?;
         let scopes = self.scopes(provider, oauth, request.tool_scopes);
         let cache_key = format!(
-            "{}\n{}\n{}",
+            "{}\n{}\n{}\n{:?}",
             oauth.provider,
             scopes.join(" "),
-            request.resource.unwrap_or("")
+            request.resource.unwrap_or(""),
+            oauth.custom_parameters
         );
         let fresh = |entry: Option<&(Secret, u64)>| {
             entry
@@ -265,24 +342,25 @@ impl Identity {
         Ok(Credential::Ready(Injection::Bearer(granted.access_token)))
     }
 
+    /// `owner`'s token for an authorization-code credential, refreshed if needed, or a
+    /// consent prompt.
     async fn user_token(
         &self,
-        caller: &Caller,
+        owner: &Owner,
         oauth: &OAuthCredential,
         request: &CredentialRequest<'_>,
+        options: &ConsentOptions,
     ) -> Result<Credential, IdentityError> {
         let provider = self.provider(&oauth.provider)?;
         let required = self.scopes(provider, oauth, request.tool_scopes);
-        let key = self.key(caller, &oauth.provider);
+        let key = owner.key(&oauth.provider);
+        let consent =
+            |scopes| self.consent(owner, provider, oauth, scopes, request.resource, options);
         if request.force_authentication {
-            return self
-                .consent(caller, provider, oauth, required, request.resource)
-                .await;
+            return consent(required).await;
         }
         let Some(record) = self.store.get_token(&key).await? else {
-            return self
-                .consent(caller, provider, oauth, required, request.resource)
-                .await;
+            return consent(required).await;
         };
         if !required.iter().all(|s| record.scopes.contains(s)) {
             // Ask for the union, so the new grant does not lose what the old one had.
@@ -290,27 +368,20 @@ impl Identity {
                 .into_iter()
                 .chain(record.scopes.iter().cloned())
                 .collect();
-            return self
-                .consent(
-                    caller,
-                    provider,
-                    oauth,
-                    union.into_iter().collect(),
-                    request.resource,
-                )
-                .await;
+            return consent(union.into_iter().collect()).await;
         }
         if is_fresh(&record) {
             return Ok(Credential::Ready(Injection::Bearer(record.access_token)));
         }
         self.refresh(
-            caller,
+            owner,
             provider,
             oauth,
             &key,
             None,
             required,
             request.resource,
+            options,
         )
         .await
     }
@@ -337,15 +408,17 @@ impl Identity {
         }
         let provider = self.provider(&oauth.provider)?;
         let required = self.scopes(provider, oauth, request.tool_scopes);
-        let key = self.key(caller, &oauth.provider);
+        let owner = self.owner_of(caller);
+        let key = owner.key(&oauth.provider);
         self.refresh(
-            caller,
+            &owner,
             provider,
             oauth,
             &key,
             Some(used),
             required,
             request.resource,
+            &ConsentOptions::default(),
         )
         .await
     }
@@ -355,20 +428,21 @@ impl Identity {
     #[allow(clippy::too_many_arguments)]
     async fn refresh(
         &self,
-        caller: &Caller,
+        owner: &Owner,
         provider: &Provider,
         oauth: &OAuthCredential,
         key: &TokenKey,
         rejected: Option<&Secret>,
         required: Vec<String>,
         resource: Option<&str>,
+        options: &ConsentOptions,
     ) -> Result<Credential, IdentityError> {
         let lock = self.refresh_locks.get(&key.to_string());
         let _guard = lock.lock().await;
         // Re-read under the lock: another call may have refreshed while we waited.
         let Some(record) = self.store.get_token(key).await? else {
             return self
-                .consent(caller, provider, oauth, required, resource)
+                .consent(owner, provider, oauth, required, resource, options)
                 .await;
         };
         let still_rejected = rejected.is_some_and(|r| r.expose() == record.access_token.expose());
@@ -378,7 +452,7 @@ impl Identity {
         let Some(refresh_token) = record.refresh_token.clone() else {
             self.store.delete_token(key).await?;
             return self
-                .consent(caller, provider, oauth, required, resource)
+                .consent(owner, provider, oauth, required, resource, options)
                 .await;
         };
         let (_, client) = provider.resolve().await?;
@@ -413,7 +487,7 @@ impl Identity {
                     return Ok(Credential::Ready(Injection::Bearer(current.access_token)));
                 }
                 self.store.delete_token(key).await?;
-                self.consent(caller, provider, oauth, required, resource)
+                self.consent(owner, provider, oauth, required, resource, options)
                     .await
             }
             Err(error) => {
@@ -425,11 +499,12 @@ impl Identity {
 
     async fn consent(
         &self,
-        caller: &Caller,
+        owner: &Owner,
         provider: &Provider,
         oauth: &OAuthCredential,
         scopes: Vec<String>,
         resource: Option<&str>,
+        options: &ConsentOptions,
     ) -> Result<Credential, IdentityError> {
         let (_, client) = provider.resolve().await?;
         let id = random_token(18);
@@ -444,14 +519,29 @@ impl Identity {
         extra.extend(self.resource_params(provider, resource));
         let authorization = client.authorization_request(&state, &scopes, &extra);
         let created_at = now();
+        let (issuer, subject, user_key) = match &owner.user {
+            UserRef::Federated { issuer, subject } => (issuer.clone(), subject.clone(), None),
+            // No issuer: a `login`-bound connect page never matches a signed-in browser.
+            UserRef::UserId(id) => (String::new(), id.clone(), Some(owner.user.key())),
+        };
+        let return_url = options.return_url.clone().or_else(|| {
+            (self.binding == ConsentBinding::App)
+                .then(|| self.default_return_url.clone())
+                .flatten()
+        });
         let session = ConsentSession {
             id: id.clone(),
             state,
             authorization_url: authorization.url.to_string(),
             pkce_verifier: authorization.pkce_verifier,
-            workload: self.workload.clone(),
-            issuer: caller.issuer.to_string(),
-            subject: caller.subject.to_string(),
+            workload: owner.workload.clone(),
+            issuer,
+            subject,
+            user_key,
+            return_url,
+            custom_state: options.custom_state.clone(),
+            stage: consent::Stage::Pending,
+            keep_after_callback: options.keep_after_callback,
             provider: oauth.provider.clone(),
             scopes,
             resource: resource

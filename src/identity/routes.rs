@@ -136,6 +136,13 @@ async fn connect(
         }
         Err(error) => return internal(&error),
     };
+    if !matches!(session.stage, consent::Stage::Pending) {
+        return pages::failure(
+            StatusCode::GONE,
+            "This link was already used",
+            "The provider already answered for this link. Start again from your application to get a new one.",
+        );
+    }
     match identity.binding() {
         ConsentBinding::Login => match browser_user(identity, &headers).await {
             None => return sign_in(identity, &format!("/oauth2/connect/{id}")).await,
@@ -156,14 +163,9 @@ async fn connect(
             }
             Some(_) => {}
         },
-        ConsentBinding::App => {
-            return pages::failure(
-                StatusCode::NOT_IMPLEMENTED,
-                "Not available",
-                "consent_binding = \"app\" completes through the identity API, which this build does not include.",
-            );
-        }
-        ConsentBinding::None => {}
+        // The app binds the user afterwards (CompleteResourceTokenAuth); the callback must
+        // still come back to this browser (the nonce cookie below).
+        ConsentBinding::App | ConsentBinding::None => {}
     }
     let nonce = random_token(18);
     session.browser_nonce = Some(nonce.clone());
@@ -260,6 +262,37 @@ async fn callback(
         "/oauth2/callback",
         0,
     );
+    match finish_callback(identity, session, &params).await {
+        Ok(response) => with_cookie(response, clear),
+        Err((session, response)) => {
+            if session.keep_after_callback {
+                // Polling with the sessionUri must learn that this ended (sessionStatus FAILED).
+                let failed = consent::ConsentSession {
+                    stage: consent::Stage::Failed,
+                    ..session
+                };
+                if let Err(error) = consent::put_session(store, &failed).await {
+                    tracing::warn!(%error, "could not record the failed consent");
+                }
+            }
+            with_cookie(response, clear)
+        }
+    }
+}
+
+/// The rest of the callback, once the session is taken: the provider's answer, the code
+/// exchange, then storing (or, with `consent_binding = "app"`, holding) the token. On a
+/// refusal the session comes back with the page to show.
+async fn finish_callback(
+    identity: &Identity,
+    mut session: consent::ConsentSession,
+    params: &CallbackParams,
+) -> Result<Response, (consent::ConsentSession, Response)> {
+    let refuse = |status, title: &str, reason: &str| {
+        crate::telemetry::consent_refused("callback");
+        tracing::warn!(title, "consent callback refused");
+        pages::failure(status, title, reason)
+    };
     if let Some(error) = &params.error {
         let reason = format!(
             "{} answered {error}{}. Nothing was stored.",
@@ -270,51 +303,43 @@ async fn callback(
                 .map(|d| format!(": {d}"))
                 .unwrap_or_default()
         );
-        return with_cookie(
-            refuse(
-                StatusCode::BAD_REQUEST,
-                "The provider did not grant access",
-                &reason,
-            ),
-            clear,
+        let page = refuse(
+            StatusCode::BAD_REQUEST,
+            "The provider did not grant access",
+            &reason,
         );
+        return Err((session, page));
     }
     let Some(code) = params.code.as_deref() else {
-        return with_cookie(
-            refuse(
-                StatusCode::BAD_REQUEST,
-                "Missing code",
-                "The provider's answer carries no code.",
-            ),
-            clear,
+        let page = refuse(
+            StatusCode::BAD_REQUEST,
+            "Missing code",
+            "The provider's answer carries no code.",
         );
+        return Err((session, page));
     };
     let Ok(provider) = identity.provider(&session.provider) else {
-        return with_cookie(
-            refuse(
-                StatusCode::BAD_REQUEST,
-                "Unknown provider",
-                &session.provider,
-            ),
-            clear,
+        let page = refuse(
+            StatusCode::BAD_REQUEST,
+            "Unknown provider",
+            &session.provider,
         );
+        return Err((session, page));
     };
     let (endpoints, client) = match provider.resolve().await {
         Ok(resolved) => resolved,
-        Err(error) => return with_cookie(internal(&error), clear),
+        Err(error) => return Err((session, internal(&error))),
     };
     // RFC 9207 section 2.4: a mismatching `iss` means a mix-up attack; refuse.
     if let (Some(expected), Some(got)) = (&endpoints.issuer, &params.iss)
         && expected.trim_end_matches('/') != got.trim_end_matches('/')
     {
-        return with_cookie(
-            refuse(
-                StatusCode::BAD_REQUEST,
-                "Wrong issuer",
-                "The answer came from another authorization server. Nothing was stored.",
-            ),
-            clear,
+        let page = refuse(
+            StatusCode::BAD_REQUEST,
+            "Wrong issuer",
+            "The answer came from another authorization server. Nothing was stored.",
         );
+        return Err((session, page));
     }
     let extra: Vec<(String, String)> = session
         .resource
@@ -327,20 +352,13 @@ async fn callback(
     {
         Ok(granted) => granted,
         Err(error) => {
-            return with_cookie(
-                refuse(
-                    StatusCode::BAD_GATEWAY,
-                    "The provider refused the code",
-                    &format!("{error}. Nothing was stored."),
-                ),
-                clear,
+            let page = refuse(
+                StatusCode::BAD_GATEWAY,
+                "The provider refused the code",
+                &format!("{error}. Nothing was stored."),
             );
+            return Err((session, page));
         }
-    };
-    let key = TokenKey {
-        workload: session.workload.clone(),
-        user: session.user_id(),
-        provider: session.provider.clone(),
     };
     let record = TokenRecord {
         access_token: granted.access_token,
@@ -351,13 +369,58 @@ async fn callback(
         obtained_at: now(),
         refreshed_at: None,
     };
-    if let Err(error) = identity.store().put_token(&key, &record).await {
-        return with_cookie(internal(&IdentityError::Vault(error)), clear);
+    let store = identity.store().as_ref();
+    if identity.binding() == ConsentBinding::App {
+        // DESIGN 2.6 `app`: nothing is linked until the app names the same user through
+        // CompleteResourceTokenAuth; the token waits, sealed, in the session.
+        session.stage = consent::Stage::Authorized(Box::new(record));
+        if let Err(error) = consent::put_session(store, &session).await {
+            session.stage = consent::Stage::Pending;
+            return Err((session, internal(&error)));
+        }
+        tracing::info!(provider = %session.provider, consent = %session.id, "provider granted; waiting for CompleteResourceTokenAuth");
+        return Ok(back_to_app(&session).unwrap_or_else(|| {
+            pages::failure(
+                StatusCode::OK,
+                "Almost done",
+                &format!(
+                    "{} granted access. Your application must now confirm session {} for you.",
+                    session.provider,
+                    session.session_uri()
+                ),
+            )
+        }));
+    }
+    let key = TokenKey {
+        workload: session.workload.clone(),
+        user: session.user_id(),
+        provider: session.provider.clone(),
+    };
+    if let Err(error) = store.put_token(&key, &record).await {
+        return Err((session, internal(&IdentityError::Vault(error))));
     }
     tracing::info!(provider = %session.provider, issuer = %session.issuer, subject = %session.subject, "account linked");
     crate::telemetry::consent_completed(&session.provider);
     identity.notify_completed(&session.id).await;
-    with_cookie(pages::linked(&session.provider, &session.subject), clear)
+    if session.keep_after_callback {
+        session.stage = consent::Stage::Completed;
+        if let Err(error) = consent::put_session(store, &session).await {
+            tracing::warn!(%error, "could not record the completed consent");
+        }
+    }
+    Ok(back_to_app(&session).unwrap_or_else(|| pages::linked(&session.provider, &session.subject)))
+}
+
+/// The redirect to the session's return URL with `session_id` (the sessionUri) and, when
+/// the app sent one, its `customState` as `state`.
+fn back_to_app(session: &consent::ConsentSession) -> Option<Response> {
+    let mut url = url::Url::parse(session.return_url.as_deref()?).ok()?;
+    url.query_pairs_mut()
+        .append_pair("session_id", &session.session_uri());
+    if let Some(state) = &session.custom_state {
+        url.query_pairs_mut().append_pair("state", state.expose());
+    }
+    Some(Redirect::to(url.as_str()).into_response())
 }
 
 #[derive(Deserialize)]

@@ -8,6 +8,7 @@
 
 mod cache;
 mod dev_issuer;
+pub mod es256;
 mod jwks;
 mod layer;
 mod metadata;

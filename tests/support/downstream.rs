@@ -88,6 +88,16 @@ pub async fn world(binding: &str) -> World {
 
 /// `extra_toml` is appended to the gateway config.
 pub async fn world_with(binding: &str, extra_toml: &str) -> World {
+    world_full(binding, "", extra_toml, vec![]).await
+}
+
+/// `identity_extra` goes into `[identity]`, `extra_toml` at the end, `files` next to the config.
+pub async fn world_full(
+    binding: &str,
+    identity_extra: &str,
+    extra_toml: &str,
+    files: Vec<(&str, String)>,
+) -> World {
     let inbound = Idp::start().await;
     let downstream = Idp::spawn(&[]).await;
     let api = Api {
@@ -123,17 +133,20 @@ pub async fn world_with(binding: &str, extra_toml: &str) -> World {
             ),
             extra: &format!(
                 "[vault]\npath = \"vault\"\nkey_file = \"vault.key\"\n\
-                 [identity]\nconsent_binding = \"{binding}\"\n\
+                 [identity]\nconsent_binding = \"{binding}\"\n{identity_extra}\n\
                  [providers.downstream]\nvendor = \"custom\"\ndiscovery_url = \"{}\"\nclient_id = \"{}\"\n\
                  client_secret_file = \"downstream.secret\"\ntoken_auth_method = \"client_secret_post\"\n{extra_toml}",
                 downstream.discovery_url(),
                 idp::DOWNSTREAM_CLIENT
             ),
-            files: vec![
+            files: [
                 ("login.secret", idp::PORTCULLIS_CLIENT_SECRET.to_string()),
                 ("downstream.secret", idp::DOWNSTREAM_CLIENT_SECRET.to_string()),
                 ("vault.key", VAULT_KEY.to_string()),
-            ],
+            ]
+            .into_iter()
+            .chain(files)
+            .collect(),
             ..Setup::default()
         },
     )

@@ -1,0 +1,229 @@
+//! The flows behind the identity API (DESIGN 2.7), on the same vault, providers and consent
+//! sessions as MCP tool calls: a workload's user token (USER_FEDERATION, with consent through
+//! the gateway's own connect URL), client-credentials tokens (M2M), polling a session by its
+//! `sessionUri`, binding a session to its user (`CompleteResourceTokenAuth`), and API keys.
+
+use std::collections::BTreeMap;
+
+use super::consent::{self, Stage};
+use super::{
+    ConsentOptions, Credential, CredentialRequest, Identity, IdentityError, Injection, Owner,
+    UserRef,
+};
+use crate::catalog::model::{GrantType, OAuthCredential};
+use crate::vault::Secret;
+
+/// One `GetResourceOauth2Token` request, validated.
+#[derive(Debug)]
+pub struct ResourceTokenRequest<'a> {
+    pub provider: &'a str,
+    pub scopes: &'a [String],
+    pub custom_parameters: &'a BTreeMap<String, String>,
+    /// RFC 8707 resource (`resources`, at most one).
+    pub resource: Option<&'a str>,
+    pub force_authentication: bool,
+    pub options: ConsentOptions,
+}
+
+/// What `GetResourceOauth2Token` answers.
+#[derive(Debug)]
+pub enum ResourceToken {
+    Token(Secret),
+    /// The user must (still) authorize: `authorizationUrl` is the gateway's connect URL while
+    /// the session can be opened in a browser.
+    InProgress {
+        authorization_url: Option<String>,
+        session_uri: String,
+    },
+    Failed {
+        session_uri: String,
+    },
+}
+
+impl ResourceTokenRequest<'_> {
+    fn credential(&self, grant_type: GrantType) -> OAuthCredential {
+        OAuthCredential {
+            provider: self.provider.to_string(),
+            grant_type,
+            scopes: self.scopes.to_vec(),
+            custom_parameters: self.custom_parameters.clone(),
+        }
+    }
+
+    fn credential_request(&self) -> CredentialRequest<'_> {
+        CredentialRequest {
+            tool_scopes: &[],
+            resource: self.resource,
+            force_authentication: self.force_authentication,
+        }
+    }
+}
+
+fn bearer(credential: Credential) -> Result<Secret, IdentityError> {
+    match credential {
+        Credential::Ready(Injection::Bearer(token)) => Ok(token),
+        _ => Err(IdentityError::Internal(
+            "the provider flow produced no bearer token".into(),
+        )),
+    }
+}
+
+impl Identity {
+    /// RFC 6749 section 4.4 client credentials (`oauth2Flow: M2M`), cached like tool calls.
+    pub async fn m2m_token(
+        &self,
+        request: &ResourceTokenRequest<'_>,
+    ) -> Result<Secret, IdentityError> {
+        let oauth = request.credential(GrantType::ClientCredentials);
+        bearer(
+            self.client_credentials(&oauth, &request.credential_request())
+                .await?,
+        )
+    }
+
+    /// `owner`'s token at the provider (`oauth2Flow: USER_FEDERATION`): from the vault
+    /// (refreshed when needed) or, without one or with `forceAuthentication`, a new consent
+    /// session whose URL is the gateway's own `/oauth2/connect/<id>`.
+    pub async fn user_federation_token(
+        &self,
+        owner: &Owner,
+        request: &ResourceTokenRequest<'_>,
+    ) -> Result<ResourceToken, IdentityError> {
+        let oauth = request.credential(GrantType::AuthorizationCode);
+        let options = ConsentOptions {
+            keep_after_callback: true,
+            ..request.options.clone()
+        };
+        match self
+            .user_token(owner, &oauth, &request.credential_request(), &options)
+            .await?
+        {
+            Credential::NeedsConsent(prompt) => Ok(ResourceToken::InProgress {
+                authorization_url: Some(prompt.url),
+                session_uri: format!("{}{}", consent::SESSION_URI_PREFIX, prompt.id),
+            }),
+            ready => bearer(ready).map(ResourceToken::Token),
+        }
+    }
+
+    /// Polling with `sessionUri`: only the workload and user that started the session may
+    /// see it (DESIGN 3.2 invariant 4).
+    pub async fn poll_session(
+        &self,
+        owner: &Owner,
+        session_id: &str,
+        request: &ResourceTokenRequest<'_>,
+    ) -> Result<ResourceToken, IdentityError> {
+        let session = consent::load_session(self.store.as_ref(), session_id)
+            .await?
+            .ok_or_else(|| IdentityError::SessionNotFound(session_id.to_string()))?;
+        if session.workload != owner.workload {
+            return Err(IdentityError::SessionOfAnother("workload"));
+        }
+        if session.user_id() != owner.user.key() {
+            return Err(IdentityError::SessionOfAnother("user"));
+        }
+        if session.provider != request.provider {
+            return Err(IdentityError::SessionOfAnother("credential provider"));
+        }
+        let session_uri = session.session_uri();
+        match session.stage {
+            Stage::Pending => Ok(ResourceToken::InProgress {
+                authorization_url: Some(format!(
+                    "{}/oauth2/connect/{}",
+                    self.public_url, session.id
+                )),
+                session_uri,
+            }),
+            Stage::Authorized(_) => Ok(ResourceToken::InProgress {
+                authorization_url: None,
+                session_uri,
+            }),
+            Stage::Failed => Ok(ResourceToken::Failed { session_uri }),
+            // The token is in the vault now: read it like any later call would.
+            Stage::Completed => {
+                let again = ResourceTokenRequest {
+                    force_authentication: false,
+                    options: request.options.clone(),
+                    ..*request
+                };
+                self.user_federation_token(owner, &again).await
+            }
+        }
+    }
+
+    /// `CompleteResourceTokenAuth`: stores the token the provider granted to session
+    /// `session_id`, only if `user` is the user who started it (and the caller may act for its
+    /// workload). On a mismatch nothing is stored and the session stays for its rightful user.
+    pub async fn complete_session(
+        &self,
+        session_id: &str,
+        user: &UserRef,
+        may_act_for: impl Fn(&str) -> bool,
+    ) -> Result<(), IdentityError> {
+        let store = self.store.as_ref();
+        let not_found = || IdentityError::SessionNotFound(session_id.to_string());
+        let session = consent::load_session(store, session_id)
+            .await?
+            .ok_or_else(not_found)?;
+        if !may_act_for(&session.workload) {
+            return Err(IdentityError::SessionOfAnother("workload"));
+        }
+        if session.user_id() != user.key() {
+            tracing::warn!(
+                consent = %session.id, provider = %session.provider,
+                "CompleteResourceTokenAuth refused: not the user who started the session"
+            );
+            crate::telemetry::consent_refused("wrong_user");
+            return Err(IdentityError::SessionOfAnother("user"));
+        }
+        match session.stage {
+            Stage::Authorized(_) => {}
+            Stage::Pending => return Err(IdentityError::SessionNotAuthorized),
+            Stage::Completed => return Ok(()),
+            Stage::Failed => return Err(not_found()),
+        }
+        // Single use: of concurrent completions exactly one takes the held token.
+        let mut taken = consent::take_session(store, &session)
+            .await?
+            .ok_or_else(not_found)?;
+        let Stage::Authorized(record) = std::mem::take(&mut taken.stage) else {
+            return Err(not_found());
+        };
+        let key = crate::vault::TokenKey {
+            workload: taken.workload.clone(),
+            user: taken.user_id(),
+            provider: taken.provider.clone(),
+        };
+        store.put_token(&key, &record).await?;
+        tracing::info!(provider = %taken.provider, consent = %taken.id, "account linked (CompleteResourceTokenAuth)");
+        crate::telemetry::consent_completed(&taken.provider);
+        if taken.keep_after_callback {
+            taken.stage = Stage::Completed;
+            consent::put_session(store, &taken).await?;
+        }
+        self.notify_completed(&taken.id).await;
+        Ok(())
+    }
+
+    /// `GetResourceApiKey`: the workload's own key in the vault's `api_keys` tree, else the
+    /// `[api_keys.<name>]` key from the config, which every workload may read.
+    pub async fn api_key_for(&self, workload: &str, name: &str) -> Result<Secret, IdentityError> {
+        if let Some(key) = self.store.get_api_key(workload, name).await? {
+            return Ok(key);
+        }
+        self.api_keys
+            .get(name)
+            .cloned()
+            .ok_or_else(|| IdentityError::UnknownApiKey(name.to_string()))
+    }
+
+    /// Whether `name` is a configured OAuth provider.
+    pub fn has_provider(&self, name: &str) -> bool {
+        self.providers.contains_key(name)
+    }
+
+    pub fn binding_allows_user_ids(&self) -> bool {
+        self.binding != crate::config::ConsentBinding::Login
+    }
+}
