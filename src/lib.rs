@@ -222,6 +222,13 @@ impl Gateway {
             None
         };
         let cancel = self.shutdown.clone();
+        // TCP_NODELAY: a multi-segment response (a 200-tool page, an SSE stream) must not wait
+        // on Nagle's algorithm for the client's delayed ACK (a 40 ms stall per response).
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            if let Err(error) = tcp.set_nodelay(true) {
+                tracing::debug!(%error, "could not set TCP_NODELAY");
+            }
+        });
         let result = axum::serve(listener, self.router)
             .with_graceful_shutdown(async move {
                 shutdown.await;
