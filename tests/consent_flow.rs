@@ -9,6 +9,7 @@ mod support {
     pub mod downstream;
     pub mod gateway;
     pub mod idp;
+    pub mod mcp;
 }
 
 use std::sync::Arc;

@@ -6,6 +6,7 @@ mod support {
     pub mod backend;
     pub mod gateway;
     pub mod idp;
+    pub mod mcp;
 }
 
 use rmcp::ServiceExt;
@@ -17,6 +18,7 @@ use serde_json::{Value, json};
 use support::backend::Backend;
 use support::gateway::{Setup, TestGateway};
 use support::idp::Idp;
+use support::mcp::text_of;
 
 struct World {
     _idp: Idp,
@@ -59,15 +61,6 @@ impl World {
             .await
             .unwrap()
     }
-}
-
-fn text_of(result: &CallToolResult) -> String {
-    result
-        .content
-        .iter()
-        .filter_map(|c| c.as_text().map(|t| t.text.clone()))
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

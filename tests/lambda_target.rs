@@ -10,6 +10,7 @@ mod support {
     pub mod binary;
     pub mod gateway;
     pub mod idp;
+    pub mod mcp;
 }
 
 use std::sync::Arc;
@@ -31,6 +32,7 @@ use serde_json::{Value, json};
 use support::binary::{RunningBinary, free_port};
 use support::gateway::write_json;
 use support::idp::Idp;
+use support::mcp::text_of;
 use tokio::sync::Mutex;
 
 #[derive(Debug, Clone)]
@@ -180,15 +182,6 @@ async fn call(
         )
         .await
         .unwrap()
-}
-
-fn text_of(result: &CallToolResult) -> String {
-    result
-        .content
-        .iter()
-        .filter_map(|c| c.as_text().map(|t| t.text.clone()))
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,6 +6,7 @@ mod support {
     pub mod backend;
     pub mod gateway;
     pub mod idp;
+    pub mod mcp;
 }
 
 use rmcp::ServiceExt;
@@ -21,6 +22,7 @@ use serde_json::{Value, json};
 use support::backend::Backend;
 use support::gateway::{Setup, TestGateway};
 use support::idp::Idp;
+use support::mcp::text_of;
 
 type Client = RunningService<RoleClient, ClientConfig>;
 
@@ -60,15 +62,6 @@ async fn call(
     client
         .call_tool(CallToolRequestParams::new(name.to_string()).with_arguments(args(arguments)))
         .await
-}
-
-fn text_of(result: &CallToolResult) -> String {
-    result
-        .content
-        .iter()
-        .filter_map(|c| c.as_text().map(|t| t.text.clone()))
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 async fn setup() -> (Idp, Backend, TestGateway) {

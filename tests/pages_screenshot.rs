@@ -8,6 +8,7 @@ mod support {
     pub mod downstream;
     pub mod gateway;
     pub mod idp;
+    pub mod mcp;
 }
 
 use std::path::{Path, PathBuf};

@@ -20,6 +20,7 @@ use tokio::sync::Mutex;
 use super::browser::Browser;
 use super::gateway::{Setup, TestGateway};
 use super::idp::{self, Idp};
+pub use super::mcp::text_of;
 
 /// The downstream API: accepts only RS256 JWTs from the downstream provider for its own URL.
 #[derive(Clone)]
@@ -188,15 +189,6 @@ pub async fn call(client: &Client, tool: &str) -> CallToolResult {
         .call_tool(CallToolRequestParams::new(tool.to_string()).with_arguments(Default::default()))
         .await
         .unwrap()
-}
-
-pub fn text_of(result: &CallToolResult) -> String {
-    result
-        .content
-        .iter()
-        .filter_map(|c| c.as_text().map(|t| t.text.clone()))
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 /// The consent URL in an `isError` result (clients without URL elicitation).
