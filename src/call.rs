@@ -199,10 +199,7 @@ impl CallPipeline {
                 Outcome::TargetFailed,
             ));
         };
-        match identity
-            .after_unauthorized(caller, credentials, used, request)
-            .await
-        {
+        match Box::pin(identity.after_unauthorized(caller, credentials, used, request)).await {
             Ok(Credential::Ready(fresh)) => Ok(fresh),
             Ok(Credential::NeedsConsent(prompt)) => {
                 Err((CallOutcome::NeedsConsent(prompt), Outcome::ConsentRequired))
@@ -227,8 +224,8 @@ impl CallPipeline {
         let Some(identity) = &self.identity else {
             return Err(crate::edge::credential_unavailable_result(credentials));
         };
-        identity
-            .credential_for(caller, credentials, request)
+        // Boxed so that the vault and refresh futures do not inflate the per-call future.
+        Box::pin(identity.credential_for(caller, credentials, request))
             .await
             .map(Some)
             .map_err(|e| crate::edge::credential_error_result(&e))
@@ -262,7 +259,10 @@ impl CallPipeline {
                     user_id: &user_id,
                     credential,
                 };
-                Ok((self.lambda.invoke(target, args, &context).await?, None))
+                // Boxed: the SDK's invoke future is ~11 KiB, and every future that embeds it
+                // (up to rmcp's per-request task) would be copied at each spawn and first poll.
+                let invoked = Box::pin(self.lambda.invoke(target, args, &context)).await?;
+                Ok((invoked, None))
             }
         }
     }

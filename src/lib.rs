@@ -285,6 +285,11 @@ fn router(state: &Arc<GatewayState>, shutdown: &CancellationToken) -> Router {
             .with_allowed_origins(allowed_origins(state))
             .enforce_origin_validation()
             .with_max_request_body_bytes(server.max_body_bytes)
+            // Stateless (2026-07-28) answers that are one message go out as one
+            // `application/json` body (one write) instead of an SSE stream (a write per event);
+            // rmcp still streams when a handler sends anything before its result. Sessions are
+            // unaffected: their POST streams stay SSE with a priming event (resumable).
+            .with_json_response(true)
             .with_cancellation_token(shutdown.child_token()),
     );
     let auth = Arc::new(AuthLayerState {

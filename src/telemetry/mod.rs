@@ -1,28 +1,39 @@
 //! Logs, metrics and the audit trail.
 //!
-//! Log lines are written by a background thread (`tracing_appender::non_blocking`) so a slow
-//! terminal or log shipper never stalls a tool call. Metrics carry no user identifiers (they
-//! are unbounded and personal); the audit event per tool call does, in the log only.
+//! Log lines are written in batches by a background thread ([`log_writer`]) so that neither
+//! a slow terminal or log shipper nor the per-call audit line stalls a tool call. Metrics carry
+//! no user identifiers (they are unbounded and personal); the audit event per tool call does,
+//! in the log only.
 
+use std::io::IsTerminal;
 use std::time::Duration;
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use tracing_appender::non_blocking::WorkerGuard;
 use tracing_subscriber::EnvFilter;
 
 use crate::call::Outcome;
 use crate::config::{LogFormat, TelemetryConfig};
 use crate::inbound::{AuthError, Caller};
 
+mod audit;
+mod log_writer;
+
+pub use log_writer::FlushGuard;
+
 /// Installs the global subscriber. Keep the guard alive: dropping it flushes and stops the
 /// writer thread. `RUST_LOG`, when set, overrides the configured level.
-pub fn init_logging(config: &TelemetryConfig) -> WorkerGuard {
-    let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
+pub fn init_logging(config: &TelemetryConfig) -> FlushGuard {
+    let (writer, guard) = log_writer::BatchingWriter::spawn(std::io::stderr());
     let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&config.log_level))
+        .or_else(|_| EnvFilter::try_new(configured_filter(&config.log_level)))
         .unwrap_or_else(|_| EnvFilter::new("info"));
+    audit::install(writer.clone(), config.log_format);
+    // Colour only for a terminal (and never with NO_COLOR set): escape codes in a log file or
+    // a log shipper's input are noise.
+    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(writer);
     // A subscriber may already be installed (tests embedding the gateway); that is fine.
     let _ = match config.log_format {
@@ -30,6 +41,18 @@ pub fn init_logging(config: &TelemetryConfig) -> WorkerGuard {
         LogFormat::Text => builder.try_init(),
     };
     guard
+}
+
+/// The configured filter, with rmcp held at `warn` unless the filter names it: rmcp logs every
+/// stateless request's lifecycle at INFO ("Service initialized ..." with the whole client info,
+/// "serve finished") inside an INFO span — three formatted lines and a span per tool call that
+/// say nothing the audit line does not, at about a tenth of the gateway's CPU (issue 5).
+fn configured_filter(log_level: &str) -> String {
+    if log_level.contains("rmcp") {
+        log_level.to_string()
+    } else {
+        format!("{log_level},rmcp=warn")
+    }
 }
 
 /// Installs the Prometheus recorder once per process and returns the handle `/metrics` renders.
@@ -42,15 +65,13 @@ pub fn metrics_handle() -> Option<PrometheusHandle> {
 
 /// The audit event and metrics for one tool call.
 pub fn tool_called(caller: &Caller, tool: &str, outcome: Outcome, elapsed: Duration) {
-    tracing::info!(
-        target: "portcullis::audit",
-        issuer = %caller.issuer,
-        subject = %caller.subject,
+    audit::record(&audit::ToolCallRecord {
+        issuer: &caller.issuer,
+        subject: &caller.subject,
         tool,
-        outcome = outcome.as_str(),
-        elapsed_us = elapsed.as_micros() as u64,
-        "tools/call"
-    );
+        outcome: outcome.as_str(),
+        elapsed,
+    });
     metrics::counter!("portcullis_tool_calls_total", "tool" => tool.to_string(), "outcome" => outcome.as_str())
         .increment(1);
     metrics::histogram!("portcullis_tool_call_seconds", "outcome" => outcome.as_str())
@@ -84,4 +105,19 @@ pub fn consent_completed(provider: &str) {
 
 pub fn consent_refused(reason: &'static str) {
     metrics::counter!("portcullis_consent_refused_total", "reason" => reason).increment(1);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::configured_filter;
+
+    #[test]
+    fn rmcp_is_quiet_unless_asked_for() {
+        assert_eq!(configured_filter("info"), "info,rmcp=warn");
+        assert_eq!(
+            configured_filter("debug,hyper=info"),
+            "debug,hyper=info,rmcp=warn"
+        );
+        assert_eq!(configured_filter("info,rmcp=debug"), "info,rmcp=debug");
+    }
 }
