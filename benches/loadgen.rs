@@ -19,7 +19,14 @@
 //! content is a *wrong answer*; both are counted and reported, and make the exit status 3.
 //!
 //! With `--server-pid`, the gateway's CPU time (utime + stime from /proc/<pid>/stat) is read at
-//! the start and the end of the measured window, and its RSS (VmRSS / VmHWM) is sampled.
+//! the start and the end of the measured window, and its RSS (VmRSS / VmHWM) is sampled. With
+//! `--server-tree` as well, the pid's descendants (forked workers) are included: CPU and RSS are
+//! summed over the process tree, and the summed Pss is reported too.
+//!
+//! Other gateways (bench/run --peers): `--tool NAME` names the tool, `--accept-text-json` takes
+//! the echoed `n` from a text content block's JSON when a result has no structuredContent (still
+//! verified against the `n` sent), and `--session-optional` accepts a 2025-11-25 server that
+//! assigns no Mcp-Session-Id.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -130,8 +137,18 @@ struct LoadArgs {
     #[arg(long, default_value_t = 1)]
     threads: usize,
     /// Tool to call.
-    #[arg(long, default_value = "bench___echo")]
+    #[arg(long, alias = "tool-name", default_value = "bench___echo")]
     tool: String,
+    /// tools/call answers: when structuredContent is absent, take the echoed `n` from a text
+    /// content block holding a JSON object (`{"n": N}`); it must still equal the `n` sent.
+    /// Without this flag structuredContent.n is required.
+    #[arg(long)]
+    accept_text_json: bool,
+    /// mcp-session / tools-list: a server that assigns no Mcp-Session-Id on initialize (the spec
+    /// allows it) is used without one: initialize once per connection, then calls carry only
+    /// MCP-Protocol-Version. Without this flag a missing session id is an error.
+    #[arg(long)]
+    session_optional: bool,
     /// tools-list: the listing must contain exactly this many tools.
     #[arg(long)]
     expect_tools: Option<usize>,
@@ -155,6 +172,11 @@ struct ProcArgs {
     /// Gateway pid: CPU (utime+stime) over the measured window, VmRSS / VmHWM.
     #[arg(long)]
     server_pid: Option<u32>,
+    /// Count --server-pid together with all its descendant processes (a gateway that forks
+    /// workers): CPU is the sum of utime+stime+cutime+cstime over the tree, memory the sum of
+    /// VmRSS / VmHWM / RssAnon / RssFile over it, plus the sum of Pss (shared pages split).
+    #[arg(long, requires = "server_pid")]
+    server_tree: bool,
     /// Backend pid: CPU over the measured window.
     #[arg(long)]
     backend_pid: Option<u32>,
@@ -624,16 +646,23 @@ fn json_rpc_reply(reply: &Reply, id: u64) -> Result<Value, Failure> {
     }
 }
 
-/// A tools/call result must echo `n` in structuredContent (and not be an error).
-fn check_echo_result(result: &Value, n: u64) -> Result<(), Failure> {
+/// A tools/call result must echo `n` in structuredContent (and not be an error). With
+/// `accept_text_json`, a result without structuredContent may carry it instead as a JSON object
+/// in a text content block (servers that wrap a REST answer as text).
+fn check_echo_result(result: &Value, n: u64, accept_text_json: bool) -> Result<(), Failure> {
     if result.get("isError").and_then(Value::as_bool) == Some(true) {
         return Err(err("tool-error", excerpt(result.to_string().as_bytes())));
     }
-    let got = result.get("structuredContent").and_then(|s| s.get("n"));
-    if got.and_then(Value::as_u64) != Some(n) {
-        return Err(Failure::Wrong(format!(
-            "sent n={n}, structuredContent.n = {got:?}"
-        )));
+    match result.get("structuredContent") {
+        None if accept_text_json => check_text_json_echo(result, n)?,
+        structured => {
+            let got = structured.and_then(|s| s.get("n"));
+            if got.and_then(Value::as_u64) != Some(n) {
+                return Err(Failure::Wrong(format!(
+                    "sent n={n}, structuredContent.n = {got:?}"
+                )));
+            }
+        }
     }
     let text_ok = result
         .get("content")
@@ -641,6 +670,35 @@ fn check_echo_result(result: &Value, n: u64) -> Result<(), Failure> {
         .is_some_and(|blocks| !blocks.is_empty());
     if !text_ok {
         return Err(Failure::Wrong("result without content blocks".into()));
+    }
+    Ok(())
+}
+
+/// The echoed `n` in the first text content block that holds a JSON object: it must equal `n`.
+fn check_text_json_echo(result: &Value, n: u64) -> Result<(), Failure> {
+    let blocks = result
+        .get("content")
+        .and_then(Value::as_array)
+        .ok_or_else(|| Failure::Wrong("no structuredContent and no content blocks".into()))?;
+    let echoed = blocks
+        .iter()
+        .filter(|b| b.get("type").and_then(Value::as_str) == Some("text"))
+        .filter_map(|b| b.get("text").and_then(Value::as_str))
+        .find_map(|text| match serde_json::from_str::<Value>(text) {
+            Ok(Value::Object(map)) => Some(map),
+            _ => None,
+        });
+    let Some(echoed) = echoed else {
+        return Err(Failure::Wrong(format!(
+            "no structuredContent and no text block with a JSON object: {}",
+            excerpt(result.to_string().as_bytes())
+        )));
+    };
+    let got = echoed.get("n");
+    if got.and_then(Value::as_u64) != Some(n) {
+        return Err(Failure::Wrong(format!(
+            "sent n={n}, text content JSON n = {got:?}"
+        )));
     }
     Ok(())
 }
@@ -662,6 +720,12 @@ struct Client {
     tool_header: HeaderValue,
     sender: Option<SendRequest<Full<Bytes>>>,
     session: Option<HeaderValue>,
+    /// Session modes: initialize + initialized done on this connection.
+    initialized: bool,
+    /// Session modes: go on without a session id if the server assigns none.
+    session_optional: bool,
+    /// tools/call: accept the echo as JSON in a text block when structuredContent is absent.
+    accept_text_json: bool,
     next_id: u64,
     /// HTTP requests made by `call` (a tools/list listing takes one per page).
     requests: u64,
@@ -685,6 +749,9 @@ impl Client {
             tool_header: HeaderValue::from_str(tool)?,
             sender: None,
             session: None,
+            initialized: false,
+            session_optional: false,
+            accept_text_json: false,
             next_id: 1,
             requests: 0,
             salt,
@@ -723,6 +790,7 @@ impl Client {
             // Never reuse a connection after a failure: reconnect (and re-initialize).
             self.sender = None;
             self.session = None;
+            self.initialized = false;
         }
         result
     }
@@ -736,7 +804,7 @@ impl Client {
                     .map_err(|e| err("connect", e.to_string()))?,
             );
         }
-        if self.mode.uses_session() && self.session.is_none() {
+        if self.mode.uses_session() && !self.initialized {
             self.initialize().await?;
         }
         Ok(())
@@ -767,12 +835,15 @@ impl Client {
                 format!("server chose {:?}", result.get("protocolVersion")),
             ));
         }
-        let session =
-            session.ok_or_else(|| err("initialize-no-session", "no Mcp-Session-Id header"))?;
-        let builder = self
+        if session.is_none() && !self.session_optional {
+            return Err(err("initialize-no-session", "no Mcp-Session-Id header"));
+        }
+        let mut builder = self
             .request()
-            .header("mcp-session-id", session.clone())
             .header("mcp-protocol-version", SESSION_VERSION);
+        if let Some(session) = &session {
+            builder = builder.header("mcp-session-id", session.clone());
+        }
         let reply = self
             .send(
                 builder,
@@ -786,7 +857,8 @@ impl Client {
                 excerpt(&reply.body),
             ));
         }
-        self.session = Some(session);
+        self.session = session;
+        self.initialized = true;
         Ok(())
     }
 
@@ -798,6 +870,10 @@ impl Client {
                 builder = builder
                     .header("mcp-session-id", session.clone())
                     .header("mcp-protocol-version", SESSION_VERSION);
+            }
+            // An initialized connection to a server that assigned no session id.
+            None if self.mode.uses_session() => {
+                builder = builder.header("mcp-protocol-version", SESSION_VERSION);
             }
             None => {
                 builder = builder
@@ -854,7 +930,7 @@ impl Client {
                 let id = self.next_id;
                 self.next_id += 1;
                 let mut params = json!({"name": self.tool, "arguments": {"n": n}});
-                if self.session.is_none() {
+                if !self.mode.uses_session() {
                     params["_meta"] = stateless_meta();
                 }
                 let body = match serde_json::to_vec(
@@ -870,7 +946,7 @@ impl Client {
                 let elapsed = started.elapsed();
                 let outcome = reply
                     .and_then(|reply| json_rpc_reply(&reply, id))
-                    .and_then(|result| check_echo_result(&result, n));
+                    .and_then(|result| check_echo_result(&result, n, self.accept_text_json));
                 (elapsed, outcome)
             }
             Mode::ListSession | Mode::ListStateless => {
@@ -884,7 +960,7 @@ impl Client {
                     if let Some(c) = &cursor {
                         params["cursor"] = json!(c);
                     }
-                    if self.session.is_none() {
+                    if !self.mode.uses_session() {
                         params["_meta"] = stateless_meta();
                     }
                     let body = match serde_json::to_vec(
@@ -987,14 +1063,137 @@ struct ProcSample {
     cpu_ticks: u64,
 }
 
-fn cpu_ticks(pid: &str) -> Option<u64> {
+/// The fields of /proc/<pid>/stat after the parenthesised command name: index 0 is field 3
+/// (state), 1 the ppid, 11 and 12 utime and stime (fields 14 and 15), 13 and 14 cutime and
+/// cstime.
+fn stat_fields(pid: &str) -> Option<Vec<u64>> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some(utime + stime)
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
+    // The state is a letter: keep its place with 0 so that the indices stay the field numbers.
+    Some(
+        rest.split_whitespace()
+            .map(|f| f.parse().unwrap_or(0))
+            .collect(),
+    )
+}
+
+fn cpu_ticks(pid: &str) -> Option<u64> {
+    let fields = stat_fields(pid)?;
+    Some(fields.get(11)? + fields.get(12)?)
+}
+
+/// utime + stime + cutime + cstime: the process and its children that exited and were reaped,
+/// so that summing this over a live process tree counts every process once.
+fn cpu_ticks_with_reaped(pid: u32) -> Option<u64> {
+    let fields = stat_fields(&pid.to_string())?;
+    Some(fields.get(11)? + fields.get(12)? + fields.get(13)? + fields.get(14)?)
+}
+
+/// `root` and all its live descendants (root first); empty if `root` is gone.
+fn process_tree(root: u32) -> Vec<u32> {
+    let mut parents = Vec::new();
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for entry in dir.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if let Some(ppid) = stat_fields(&pid.to_string()).and_then(|f| f.get(1).copied()) {
+                parents.push((pid, ppid));
+            }
+        }
+    }
+    if !parents.iter().any(|&(pid, _)| pid == root) {
+        return Vec::new();
+    }
+    let mut tree = vec![root];
+    let mut i = 0;
+    while i < tree.len() {
+        let parent = u64::from(tree[i]);
+        tree.extend(
+            parents
+                .iter()
+                .filter(|&&(_, ppid)| ppid == parent)
+                .map(|&(pid, _)| pid),
+        );
+        i += 1;
+    }
+    tree
+}
+
+/// The measured gateway: one process, or with --server-tree a process and its descendants.
+#[derive(Clone, Copy)]
+struct Server {
+    pid: u32,
+    tree: bool,
+}
+
+impl ProcArgs {
+    fn server(&self) -> Option<Server> {
+        self.server_pid.map(|pid| Server {
+            pid,
+            tree: self.server_tree,
+        })
+    }
+}
+
+impl Server {
+    /// The processes measured now (the root first).
+    fn pids(self) -> Vec<u32> {
+        if self.tree {
+            process_tree(self.pid)
+        } else {
+            vec![self.pid]
+        }
+    }
+
+    fn cpu_ticks(self) -> Option<u64> {
+        if !self.tree {
+            return cpu_ticks(&self.pid.to_string());
+        }
+        let pids = self.pids();
+        let root = cpu_ticks_with_reaped(*pids.first()?)?;
+        Some(
+            root + pids[1..]
+                .iter()
+                .filter_map(|&p| cpu_ticks_with_reaped(p))
+                .sum::<u64>(),
+        )
+    }
+
+    /// A pair of KiB figures summed over the processes (None if the root has none).
+    fn sum_pairs(pids: &[u32], read: fn(u32) -> Option<(u64, u64)>) -> Option<(u64, u64)> {
+        let root = read(*pids.first()?)?;
+        Some(
+            pids[1..]
+                .iter()
+                .filter_map(|&p| read(p))
+                .fold(root, |(a, b), (x, y)| (a + x, b + y)),
+        )
+    }
+
+    /// (VmRSS, VmHWM) in KiB, summed over the processes (shared pages counted in each).
+    fn memory_kib(self) -> Option<(u64, u64)> {
+        Self::sum_pairs(&self.pids(), memory_kib)
+    }
+
+    /// (RssAnon, RssFile) in KiB, summed over the processes.
+    fn rss_split_kib(self) -> Option<(u64, u64)> {
+        Self::sum_pairs(&self.pids(), rss_split_kib)
+    }
+}
+
+/// Proportional set size in KiB (shared pages divided among the processes that map them).
+fn pss_kib(pid: u32) -> Option<u64> {
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    rollup
+        .lines()
+        .find(|l| l.starts_with("Pss:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
 }
 
 /// (VmRSS, VmHWM) in KiB.
@@ -1052,24 +1251,38 @@ fn sample(pid: Option<u32>) -> ProcSample {
     }
 }
 
+fn server_sample(server: Option<Server>) -> ProcSample {
+    ProcSample {
+        cpu_ticks: server.and_then(Server::cpu_ticks).unwrap_or(0),
+    }
+}
+
 fn self_sample() -> ProcSample {
     ProcSample {
         cpu_ticks: cpu_ticks("self").unwrap_or(0),
     }
 }
 
-/// Samples a process's VmRSS every 100 ms until stopped; returns the maximum seen.
-fn rss_sampler(pid: Option<u32>, stop: Arc<AtomicU8>) -> tokio::task::JoinHandle<u64> {
+/// Samples the gateway's VmRSS (summed over its processes) every 100 ms until stopped; returns
+/// the maximum seen. A process tree is re-listed once a second, not at every sample.
+fn rss_sampler(server: Option<Server>, stop: Arc<AtomicU8>) -> tokio::task::JoinHandle<u64> {
     tokio::spawn(async move {
         let mut max = 0;
-        let Some(pid) = pid else { return 0 };
+        let Some(server) = server else { return 0 };
+        let rss = |pids: &[u32]| Server::sum_pairs(pids, memory_kib).map(|(rss, _)| rss);
+        let mut pids = server.pids();
+        let mut tick = 0u64;
         while stop.load(Ordering::Relaxed) == 0 {
-            if let Some((rss, _)) = memory_kib(pid) {
+            if let Some(rss) = rss(&pids) {
                 max = max.max(rss);
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
+            tick += 1;
+            if tick.is_multiple_of(10) {
+                pids = server.pids();
+            }
         }
-        if let Some((rss, _)) = memory_kib(pid) {
+        if let Some(rss) = rss(&server.pids()) {
             max = max.max(rss);
         }
         max
@@ -1233,13 +1446,15 @@ async fn load(mode: Mode, args: LoadArgs) -> Result<i32, BoxError> {
     let expect_tools = args.expect_tools;
     let mut handles = Vec::with_capacity(args.connections);
     for i in 0..args.connections {
-        let client = Client::new(
+        let mut client = Client::new(
             endpoint.clone(),
             mode,
             tokens.clone(),
             &args.tool,
             i as u64 + 1,
         )?;
+        client.session_optional = args.session_optional;
+        client.accept_text_json = args.accept_text_json;
         handles.push(tokio::spawn(worker(
             client,
             shared.clone(),
@@ -1250,8 +1465,9 @@ async fn load(mode: Mode, args: LoadArgs) -> Result<i32, BoxError> {
     tokio::time::sleep(Duration::from_secs_f64(args.warmup)).await;
 
     let stop_sampler = Arc::new(AtomicU8::new(0));
-    let sampler = rss_sampler(args.procs.server_pid, stop_sampler.clone());
-    let server_before = sample(args.procs.server_pid);
+    let server_proc = args.procs.server();
+    let sampler = rss_sampler(server_proc, stop_sampler.clone());
+    let server_before = server_sample(server_proc);
     let backend_before = sample(args.procs.backend_pid);
     let self_before = self_sample();
     let machine_before = machine_busy_ticks();
@@ -1266,7 +1482,7 @@ async fn load(mode: Mode, args: LoadArgs) -> Result<i32, BoxError> {
             tokio::time::sleep(Duration::from_secs_f64(args.duration)).await;
             shared.phase.store(STOP, Ordering::Release);
             window = started.elapsed();
-            server_after = sample(args.procs.server_pid);
+            server_after = server_sample(server_proc);
             backend_after = sample(args.procs.backend_pid);
             self_after = self_sample();
             for h in handles {
@@ -1280,7 +1496,7 @@ async fn load(mode: Mode, args: LoadArgs) -> Result<i32, BoxError> {
             tokio::select! {
                 r = &mut joined => {
                     window = started.elapsed();
-                    server_after = sample(args.procs.server_pid);
+                    server_after = server_sample(server_proc);
                     backend_after = sample(args.procs.backend_pid);
                     self_after = self_sample();
                     results = r.into_iter().collect::<Result<Vec<_>, _>>()?;
@@ -1289,7 +1505,7 @@ async fn load(mode: Mode, args: LoadArgs) -> Result<i32, BoxError> {
                     eprintln!("--max-time reached before --requests completed");
                     shared.phase.store(STOP, Ordering::Release);
                     window = started.elapsed();
-                    server_after = sample(args.procs.server_pid);
+                    server_after = server_sample(server_proc);
                     backend_after = sample(args.procs.backend_pid);
                     self_after = self_sample();
                     results = joined.await.into_iter().collect::<Result<Vec<_>, _>>()?;
@@ -1310,7 +1526,7 @@ async fn load(mode: Mode, args: LoadArgs) -> Result<i32, BoxError> {
     let calls = tally.ok + tally.wrong + tally.error_count();
     let seconds = window.as_secs_f64();
     let rate = calls as f64 / seconds;
-    let memory = args.procs.server_pid.and_then(memory_kib);
+    let memory = server_proc.and_then(Server::memory_kib);
     let mut server = cpu_json(
         &args.procs,
         args.procs.server_pid,
@@ -1321,11 +1537,23 @@ async fn load(mode: Mode, args: LoadArgs) -> Result<i32, BoxError> {
     if let (Value::Object(map), Some((rss, hwm))) = (&mut server, memory) {
         map.insert("vm_rss_kib_end".into(), json!(rss));
         map.insert("vm_hwm_kib".into(), json!(hwm));
-        if let Some((anon, file)) = args.procs.server_pid.and_then(rss_split_kib) {
+        if let Some((anon, file)) = server_proc.and_then(Server::rss_split_kib) {
             map.insert("rss_anon_kib_end".into(), json!(anon));
             map.insert("rss_file_kib_end".into(), json!(file));
         }
         map.insert("vm_rss_kib_max_during".into(), json!(rss_max));
+        if let Some(server) = server_proc.filter(|s| s.tree) {
+            // Forked workers share pages: the RSS sums count them in every process, Pss
+            // divides them.
+            let pids = server.pids();
+            map.insert("process_tree".into(), json!(true));
+            map.insert("processes".into(), json!(pids.len()));
+            map.insert("pids".into(), json!(pids));
+            let pss: Vec<u64> = pids.iter().filter_map(|&p| pss_kib(p)).collect();
+            if pss.len() == pids.len() {
+                map.insert("pss_kib_end".into(), json!(pss.iter().sum::<u64>()));
+            }
+        }
     }
     let backend = cpu_json(
         &args.procs,
@@ -1418,6 +1646,13 @@ fn print_summary(r: &Value) {
             f(&r["server"]["vm_rss_kib_max_during"]) / 1024.0,
             f(&r["server"]["vm_hwm_kib"]) / 1024.0,
         ));
+        if r["server"]["process_tree"].as_bool() == Some(true) {
+            line.push_str(&format!(
+                " summed over {} processes, Pss {:.1} MiB",
+                r["server"]["processes"],
+                f(&r["server"]["pss_kib_end"]) / 1024.0,
+            ));
+        }
     }
     if r["backend"].is_object() {
         line.push_str(&format!(
@@ -1468,9 +1703,10 @@ async fn idle(args: IdleArgs) -> Result<i32, BoxError> {
     } else {
         "sessions"
     };
+    let server = args.procs.server();
     let pid = args.procs.server_pid;
-    let rss_before = pid.and_then(memory_kib);
-    let cpu_before = sample(pid);
+    let rss_before = server.and_then(Server::memory_kib);
+    let cpu_before = server_sample(server);
     let started = Instant::now();
     let mut tally = Tally::default();
     let mut clients = Vec::with_capacity(args.connections);
@@ -1503,7 +1739,7 @@ async fn idle(args: IdleArgs) -> Result<i32, BoxError> {
     }
     drop(setups);
     let setup_s = started.elapsed().as_secs_f64();
-    let cpu_after_setup = sample(pid);
+    let cpu_after_setup = server_sample(server);
     let established = clients.len();
     println!(
         "idle: {established} of {} {what} set up in {setup_s:.2} s ({} failures)",
@@ -1511,14 +1747,14 @@ async fn idle(args: IdleArgs) -> Result<i32, BoxError> {
         tally.error_count() + tally.wrong
     );
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let rss_settled = pid.and_then(memory_kib);
+    let rss_settled = server.and_then(Server::memory_kib);
     let stop = Arc::new(AtomicU8::new(0));
-    let sampler = rss_sampler(pid, stop.clone());
+    let sampler = rss_sampler(server, stop.clone());
     tokio::time::sleep(Duration::from_secs_f64(args.hold)).await;
     stop.store(1, Ordering::Relaxed);
     let rss_max = sampler.await?;
-    let rss_held = pid.and_then(memory_kib);
-    let split = pid.and_then(rss_split_kib);
+    let rss_held = server.and_then(Server::memory_kib);
+    let split = server.and_then(Server::rss_split_kib);
 
     // Every held session must still answer.
     let verify_started = Instant::now();
@@ -1556,7 +1792,7 @@ async fn idle(args: IdleArgs) -> Result<i32, BoxError> {
         }
     }
     let verify_s = verify_started.elapsed().as_secs_f64();
-    let rss_after_calls = pid.and_then(memory_kib);
+    let rss_after_calls = server.and_then(Server::memory_kib);
     println!(
         "idle: after holding {:.1} s, {} of {established} {what} answered ({}) ({} errors, {} wrong) in {verify_s:.2} s",
         args.hold,
