@@ -265,9 +265,13 @@ fn tool_schema_file(
 }
 
 fn http_target(spec: &super::model::HttpSpec, found: &mut Found<'_>) -> Option<HttpTarget> {
-    let base_url = match Url::parse(&spec.base_url) {
+    let (base_url, base) = match Url::parse(&spec.base_url) {
+        Ok(url) if url.cannot_be_a_base() || !matches!(url.scheme(), "http" | "https") => {
+            found.push("/http/baseUrl", "must be an http or https URL");
+            return None;
+        }
         Ok(url) if url.query().is_none() && url.fragment().is_none() => {
-            url.as_str().trim_end_matches('/').to_string()
+            (url.as_str().trim_end_matches('/').to_string(), url)
         }
         Ok(_) => {
             found.push("/http/baseUrl", "must not have a query or fragment");
@@ -297,6 +301,7 @@ fn http_target(spec: &super::model::HttpSpec, found: &mut Found<'_>) -> Option<H
     }
     Some(HttpTarget {
         base_url,
+        base,
         headers,
         timeout: spec
             .timeout_ms

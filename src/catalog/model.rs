@@ -132,6 +132,9 @@ pub enum TargetKind {
 pub struct HttpTarget {
     /// Always ends without `/`; tool paths (which start with `/`) are appended to it.
     pub base_url: String,
+    /// `base_url` parsed once at load, so that a call only sets the path and query instead of
+    /// re-parsing (and IDNA-mapping) the whole URL.
+    pub base: Url,
     pub headers: HeaderMap,
     pub timeout: Duration,
     pub max_response_bytes: usize,

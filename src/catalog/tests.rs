@@ -260,3 +260,12 @@ fn pages_are_ordered_and_cursors_opaque() {
         CatalogError::BadCursor
     );
 }
+
+#[test]
+fn base_url_must_be_http_or_https() {
+    for bad in ["ftp://files.example.com/pub", "mailto:ops@example.com"] {
+        let mut target = http_target("shop");
+        target["http"]["baseUrl"] = json!(bad);
+        assert_named(&problems_for(target), &["t.json", "/http/baseUrl"]);
+    }
+}

@@ -97,10 +97,10 @@ impl HttpInvoker {
         route: &HttpRoute,
         args: &Map<String, Value>,
     ) -> Result<reqwest::RequestBuilder, TargetError> {
-        let mut url = target.base_url.clone();
+        let mut path = target.base.path().trim_end_matches('/').to_string();
         for part in &route.path {
             match part {
-                PathPart::Literal(text) => url.push_str(text),
+                PathPart::Literal(text) => path.push_str(text),
                 PathPart::Param(name) => {
                     let value = scalar(name, args.get(name))?;
                     if value.is_empty() || value == "." || value == ".." || value.contains('/') {
@@ -109,29 +109,36 @@ impl HttpInvoker {
                             problem: "must be a single path segment (not empty, `.`, `..`, and without `/`)".into(),
                         });
                     }
-                    url.extend(utf8_percent_encode(&value, SEGMENT));
+                    path.extend(utf8_percent_encode(&value, SEGMENT));
                 }
             }
         }
-        let mut pairs: Vec<(&str, String)> = Vec::new();
-        for name in &route.query {
-            match args.get(name) {
-                None | Some(Value::Null) => {}
-                Some(Value::Array(items)) => {
-                    for item in items {
-                        pairs.push((name, scalar(name, Some(item))?));
+        let mut url = target.base.clone();
+        url.set_path(&path);
+        if route
+            .query
+            .iter()
+            .any(|name| !matches!(args.get(name), None | Some(Value::Null)))
+        {
+            let mut pairs = url.query_pairs_mut();
+            for name in &route.query {
+                match args.get(name) {
+                    None | Some(Value::Null) => {}
+                    Some(Value::Array(items)) => {
+                        for item in items {
+                            pairs.append_pair(name, &scalar(name, Some(item))?);
+                        }
+                    }
+                    Some(value) => {
+                        pairs.append_pair(name, &scalar(name, Some(value))?);
                     }
                 }
-                Some(value) => pairs.push((name, scalar(name, Some(value))?)),
             }
         }
         let mut request = self
             .client
             .request(route.method.clone(), url)
             .headers(target.headers.clone());
-        if !pairs.is_empty() {
-            request = request.query(&pairs);
-        }
         for (arg, header) in &route.headers {
             if let Some(value) = args.get(arg).filter(|v| !v.is_null()) {
                 let value = HeaderValue::from_str(&scalar(arg, Some(value))?).map_err(|_| {
@@ -256,6 +263,7 @@ mod tests {
     fn target() -> HttpTarget {
         HttpTarget {
             base_url: "http://127.0.0.1:9/api".into(),
+            base: url::Url::parse("http://127.0.0.1:9/api").unwrap(),
             headers: HeaderMap::new(),
             timeout: Duration::from_secs(1),
             max_response_bytes: 1024,
