@@ -158,6 +158,11 @@ async fn dev_mode_and_token_give_a_working_gateway() {
         .await
         .unwrap();
     assert_eq!(response.status().as_u16(), 200);
+    // A one-message stateless answer is a JSON body, not an SSE stream.
+    assert_eq!(
+        response.headers()["content-type"].to_str().unwrap(),
+        "application/json"
+    );
     let body = response.text().await.unwrap();
     let message: Value = body
         .lines()
@@ -191,6 +196,33 @@ async fn dev_mode_and_token_give_a_working_gateway() {
         .await
         .unwrap();
     assert_eq!(refused.status().as_u16(), 401);
+
+    // SIGTERM shuts down gracefully, which flushes the batched log: the call's audit line is
+    // there, plain text (no colour codes in a file), naming who and what, never the token.
+    let mut gateway = gateway;
+    let pid = gateway.child.id().unwrap().to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(gateway.child.wait().await.unwrap().success());
+    let log = gateway.log_text();
+    let audit: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("portcullis::audit"))
+        .collect();
+    assert_eq!(audit.len(), 1, "{log}");
+    assert!(
+        audit[0].ends_with(&format!(
+            "tools/call issuer={base}/dev subject=alice tool=echo___say outcome=ok elapsed_us={}",
+            audit[0].rsplit('=').next().unwrap()
+        )),
+        "{}",
+        audit[0]
+    );
+    assert!(!log.contains(token), "the bearer token reached the log");
+    assert!(!log.contains('\u{1b}'), "ANSI escape codes in a log file");
 }
 
 #[test]
