@@ -204,6 +204,7 @@ impl Gateway {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<(), StartError> {
         let refresher = tokio::spawn(self.state.keys.clone().run_refresh_loop());
+        let metrics_upkeep = tokio::spawn(telemetry::run_metrics_upkeep());
         let _watcher = if self.state.config.targets.watch {
             let dir = self.state.config.targets.dir.clone();
             let (watcher, mut changes) =
@@ -237,6 +238,7 @@ impl Gateway {
             .await
             .map_err(StartError::Serve);
         refresher.abort();
+        metrics_upkeep.abort();
         result
     }
 }

@@ -63,6 +63,24 @@ pub fn metrics_handle() -> Option<PrometheusHandle> {
         .clone()
 }
 
+/// Drains the recorder's histograms every few seconds. They keep every sample until drained
+/// (`PrometheusBuilder::install_recorder` leaves that to the caller), so without this a
+/// gateway nobody scrapes would grow by about 20 bytes per tool call, without bound: found
+/// in issue 5 as RSS rising ~1.3 MiB per 55k calls. 5 s is the exporter's own default.
+pub async fn run_metrics_upkeep() {
+    let Some(handle) = metrics_handle() else {
+        return;
+    };
+    let mut every = tokio::time::interval(METRICS_UPKEEP_INTERVAL);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        handle.run_upkeep();
+    }
+}
+
+const METRICS_UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
 /// The audit event and metrics for one tool call.
 pub fn tool_called(caller: &Caller, tool: &str, outcome: Outcome, elapsed: Duration) {
     audit::record(&audit::ToolCallRecord {
