@@ -42,6 +42,9 @@ enum Command {
     Validate {
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Read the config as `serve --dev` does (no IdP needed, dev-only settings allowed).
+        #[arg(long)]
+        dev: bool,
     },
     /// Inspect and manage the token vault (stop the gateway first: sled allows one process).
     Vault {
@@ -49,6 +52,9 @@ enum Command {
         action: VaultAction,
         #[arg(long, global = true)]
         config: Option<PathBuf>,
+        /// The vault of a `serve --dev` gateway: read the config as `--dev` does.
+        #[arg(long, global = true)]
+        dev: bool,
     },
     /// Print a token signed by the development issuer (the one `serve --dev` trusts).
     Token {
@@ -89,8 +95,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { config, dev } => serve(config, dev),
-        Command::Validate { config } => validate(config),
-        Command::Vault { action, config } => vault(config, action),
+        Command::Validate { config, dev } => validate(config, dev),
+        Command::Vault {
+            action,
+            config,
+            dev,
+        } => vault(config, dev, action),
         Command::Token {
             sub,
             scopes,
@@ -147,8 +157,8 @@ fn print_dev_banner(config: &Config) {
     }
 }
 
-fn validate(path: Option<PathBuf>) -> ExitCode {
-    let config = match Config::load(path.as_deref(), false) {
+fn validate(path: Option<PathBuf>, dev: bool) -> ExitCode {
+    let config = match Config::load(path.as_deref(), dev) {
         Ok(config) => config,
         Err(error) => {
             eprintln!("{error}");
@@ -206,8 +216,8 @@ fn token(
     }
 }
 
-fn vault(path: Option<PathBuf>, action: VaultAction) -> ExitCode {
-    let config = match Config::load(path.as_deref(), false) {
+fn vault(path: Option<PathBuf>, dev: bool, action: VaultAction) -> ExitCode {
+    let config = match Config::load(path.as_deref(), dev) {
         Ok(config) => config,
         Err(error) => {
             eprintln!("portcullis: {error}");

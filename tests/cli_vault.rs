@@ -170,3 +170,28 @@ async fn a_world_readable_key_file_is_refused() {
     assert_eq!(code, 1);
     assert!(err.contains("chmod 600"), "{err}");
 }
+
+/// The vault of a `serve --dev` gateway: its config needs no IdP and may use dev-only settings,
+/// so `vault` must read it as `--dev` does when asked to.
+#[tokio::test]
+async fn a_dev_gateways_vault_is_listed_with_dev() {
+    let dir = seeded().await;
+    std::fs::write(
+        dir.path().join("portcullis.toml"),
+        "[identity]\nconsent_binding = \"none\"\n[vault]\npath = \"vault\"\nkey_file = \"vault.key\"\n",
+    )
+    .unwrap();
+    let (code, _, err) = run(
+        &["vault", "list", "--config", "portcullis.toml"],
+        dir.path(),
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("only allowed with --dev"), "{err}");
+    let (code, out, err) = run(
+        &["vault", "list", "--dev", "--config", "portcullis.toml"],
+        dir.path(),
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("3 link(s)"), "{out}");
+    assert!(!out.contains("SECRET"), "{out}");
+}
