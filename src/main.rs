@@ -93,7 +93,7 @@ enum VaultAction {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
+    let outcome = match cli.command {
         Command::Serve { config, dev } => serve(config, dev),
         Command::Validate { config, dev } => validate(config, dev),
         Command::Vault {
@@ -107,38 +107,51 @@ fn main() -> ExitCode {
             aud,
             config,
         } => token(config, &sub, scopes, aud),
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Message(message)) => {
+            eprintln!("portcullis: {message}");
+            ExitCode::FAILURE
+        }
+        Err(Failure::Reported) => ExitCode::FAILURE,
     }
 }
 
-fn serve(path: Option<PathBuf>, dev: bool) -> ExitCode {
-    let config = match Config::load(path.as_deref(), dev) {
-        Ok(config) => config,
-        Err(error) => {
-            eprintln!("portcullis: {error}");
-            return ExitCode::FAILURE;
-        }
+/// Why a command failed. Every error type here words itself (with its key path, file or
+/// cause); `main` prints it once, prefixed with the program name.
+enum Failure {
+    Message(String),
+    /// The command printed its own report (`validate` lists problems in its own format).
+    Reported,
+}
+
+impl<E: std::fmt::Display> From<E> for Failure {
+    fn from(error: E) -> Failure {
+        Failure::Message(error.to_string())
+    }
+}
+
+fn runtime(multi_thread: bool) -> Result<tokio::runtime::Runtime, Failure> {
+    let mut builder = if multi_thread {
+        tokio::runtime::Builder::new_multi_thread()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
     };
+    builder
+        .enable_all()
+        .build()
+        .map_err(|error| Failure::Message(format!("cannot start the async runtime: {error}")))
+}
+
+fn serve(path: Option<PathBuf>, dev: bool) -> Result<(), Failure> {
+    let config = Config::load(path.as_deref(), dev)?;
     let _guard = portcullis::telemetry::init_logging(&config.telemetry);
     if dev {
         print_dev_banner(&config);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("portcullis: cannot start the async runtime: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(portcullis::run(config)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("portcullis: {error}");
-            ExitCode::FAILURE
-        }
-    }
+    runtime(true)?.block_on(portcullis::run(config))?;
+    Ok(())
 }
 
 fn print_dev_banner(config: &Config) {
@@ -157,14 +170,13 @@ fn print_dev_banner(config: &Config) {
     }
 }
 
-fn validate(path: Option<PathBuf>, dev: bool) -> ExitCode {
-    let config = match Config::load(path.as_deref(), dev) {
-        Ok(config) => config,
-        Err(error) => {
-            eprintln!("{error}");
-            return ExitCode::FAILURE;
-        }
-    };
+/// Prints its report itself: config errors as they are (they already start with the file
+/// name), then every target-file problem and a count.
+fn validate(path: Option<PathBuf>, dev: bool) -> Result<(), Failure> {
+    let config = Config::load(path.as_deref(), dev).map_err(|error| {
+        eprintln!("{error}");
+        Failure::Reported
+    })?;
     let (catalog, mut problems) = Catalog::load(&config.targets.dir, &Catalog::default());
     problems.extend(portcullis::identity::unknown_credential_references(
         &config, &catalog,
@@ -176,14 +188,13 @@ fn validate(path: Option<PathBuf>, dev: bool) -> ExitCode {
             catalog.len(),
             config.targets.dir.display()
         );
-        ExitCode::SUCCESS
-    } else {
-        for problem in &problems {
-            eprintln!("{problem}");
-        }
-        eprintln!("{} problem(s) in target files", problems.len());
-        ExitCode::FAILURE
+        return Ok(());
     }
+    for problem in &problems {
+        eprintln!("{problem}");
+    }
+    eprintln!("{} problem(s) in target files", problems.len());
+    Err(Failure::Reported)
 }
 
 fn token(
@@ -191,59 +202,24 @@ fn token(
     sub: &str,
     mut scopes: Vec<String>,
     aud: Option<String>,
-) -> ExitCode {
-    let config = match Config::load(path.as_deref(), true) {
-        Ok(config) => config,
-        Err(error) => {
-            eprintln!("portcullis: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
+) -> Result<(), Failure> {
+    let config = Config::load(path.as_deref(), true)?;
     if scopes.is_empty() {
         scopes.push(DEV_SCOPE.to_string());
     }
-    let minted = DevIssuer::load_or_create(&config.server.data_dir, &config.server.public_url)
-        .and_then(|issuer| issuer.mint(sub, &scopes, aud.as_deref().unwrap_or(DEV_AUDIENCE)));
-    match minted {
-        Ok(token) => {
-            println!("{token}");
-            ExitCode::SUCCESS
-        }
-        Err(error) => {
-            eprintln!("portcullis: {error}");
-            ExitCode::FAILURE
-        }
-    }
+    let issuer = DevIssuer::load_or_create(&config.server.data_dir, &config.server.public_url)?;
+    println!(
+        "{}",
+        issuer.mint(sub, &scopes, aud.as_deref().unwrap_or(DEV_AUDIENCE))?
+    );
+    Ok(())
 }
 
-fn vault(path: Option<PathBuf>, dev: bool, action: VaultAction) -> ExitCode {
-    let config = match Config::load(path.as_deref(), dev) {
-        Ok(config) => config,
-        Err(error) => {
-            eprintln!("portcullis: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("portcullis: cannot start the async runtime: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(portcullis::vault::admin::run(&config, action.into())) {
-        Ok(output) => {
-            print!("{output}");
-            ExitCode::SUCCESS
-        }
-        Err(error) => {
-            eprintln!("portcullis: {error}");
-            ExitCode::FAILURE
-        }
-    }
+fn vault(path: Option<PathBuf>, dev: bool, action: VaultAction) -> Result<(), Failure> {
+    let config = Config::load(path.as_deref(), dev)?;
+    let output = runtime(false)?.block_on(portcullis::vault::admin::run(&config, action.into()))?;
+    print!("{output}");
+    Ok(())
 }
 
 impl From<VaultAction> for portcullis::vault::admin::Action {

@@ -84,7 +84,7 @@ async fn bob_cannot_complete_alices_consent_and_nothing_is_stored() {
             .any(|u| u.as_str().starts_with(&world.downstream.issuer)),
         "bob never reaches the provider"
     );
-    let store = world.gateway.state.identity.as_ref().unwrap().store();
+    let store = world.store();
     assert!(
         store.list_tokens(None).await.unwrap().is_empty(),
         "nothing stored on refusal"
@@ -131,7 +131,7 @@ async fn a_completed_url_cannot_be_replayed_and_a_tampered_state_is_refused() {
     forged.set_query(Some("state=forged&code=abc"));
     let page = browser.get(forged.as_str()).await;
     assert_eq!(page.status, 400, "{}", page.body);
-    let store = world.gateway.state.identity.as_ref().unwrap().store();
+    let store = world.store();
     assert_eq!(
         store.list_tokens(None).await.unwrap().len(),
         1,
@@ -153,7 +153,7 @@ async fn a_callback_delivered_by_another_browser_is_refused() {
     let mut attacker = Browser::new();
     let refused = attacker.get(callback.as_str()).await;
     assert_eq!(refused.status, 403, "{}", refused.body);
-    let store = world.gateway.state.identity.as_ref().unwrap().store();
+    let store = world.store();
     assert!(store.list_tokens(None).await.unwrap().is_empty());
 
     // The refusal did not burn the session: alice's own browser still completes it.
@@ -166,12 +166,7 @@ async fn a_callback_delivered_by_another_browser_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn more_scopes_ask_for_consent_to_the_union() {
     let world = world("login").await;
-    let alice = world.client("alice").await;
-    let url = consent_url(&call(&alice, "acct___me").await, &world.gateway);
-    assert_eq!(
-        world.browser("alice", "alice-gh").get(&url).await.status,
-        200
-    );
+    let (alice, _) = world.linked_alice().await;
     assert_ne!(call(&alice, "acct___me").await.is_error, Some(true));
 
     let second = call(&alice, "acct___me_write").await;
@@ -199,22 +194,10 @@ async fn more_scopes_ask_for_consent_to_the_union() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_token_refreshes_once_under_200_concurrent_calls() {
     let world = world("login").await;
-    let alice = world.client("alice").await;
-    let url = consent_url(&call(&alice, "acct___me").await, &world.gateway);
-    assert_eq!(
-        world.browser("alice", "alice-gh").get(&url).await.status,
-        200
-    );
+    let (alice, _) = world.linked_alice().await;
 
     // Age the stored access token past its expiry (the refresh token stays valid).
-    let store = world
-        .gateway
-        .state
-        .identity
-        .as_ref()
-        .unwrap()
-        .store()
-        .clone();
+    let store = world.store();
     let (key, _) = store.list_tokens(None).await.unwrap().remove(0);
     let mut record = store.get_token(&key).await.unwrap().unwrap();
     let old_access = record.access_token.expose().to_string();
@@ -265,20 +248,8 @@ async fn an_expired_token_refreshes_once_under_200_concurrent_calls() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_grant_asks_for_consent_again() {
     let world = world("login").await;
-    let alice = world.client("alice").await;
-    let url = consent_url(&call(&alice, "acct___me").await, &world.gateway);
-    assert_eq!(
-        world.browser("alice", "alice-gh").get(&url).await.status,
-        200
-    );
-    let store = world
-        .gateway
-        .state
-        .identity
-        .as_ref()
-        .unwrap()
-        .store()
-        .clone();
+    let (alice, _) = world.linked_alice().await;
+    let store = world.store();
     let (key, _) = store.list_tokens(None).await.unwrap().remove(0);
     let mut record = store.get_token(&key).await.unwrap().unwrap();
     // The provider revoked the grant: its refresh token no longer works.

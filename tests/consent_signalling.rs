@@ -208,12 +208,7 @@ async fn a_2026_07_28_client_gets_input_required_and_the_retried_call_succeeds()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn force_authentication_asks_again_even_with_a_token() {
     let world = world("login").await;
-    let alice = world.client("alice").await;
-    let url = consent_url(&call(&alice, "acct___me").await, &world.gateway);
-    assert_eq!(
-        world.browser("alice", "alice-gh").get(&url).await.status,
-        200
-    );
+    let (alice, url) = world.linked_alice().await;
     assert_ne!(call(&alice, "acct___me").await.is_error, Some(true));
 
     let mut params = CallToolRequestParams::new("acct___me").with_arguments(Default::default());
@@ -231,12 +226,7 @@ async fn force_authentication_asks_again_even_with_a_token() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_downstream_401_refreshes_once_and_retries() {
     let world = world("login").await;
-    let alice = world.client("alice").await;
-    let url = consent_url(&call(&alice, "acct___me").await, &world.gateway);
-    assert_eq!(
-        world.browser("alice", "alice-gh").get(&url).await.status,
-        200
-    );
+    let (alice, _) = world.linked_alice().await;
     assert_ne!(call(&alice, "acct___me").await.is_error, Some(true));
     let first_token = world.api.seen.lock().await[0].1.clone();
 

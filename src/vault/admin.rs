@@ -39,15 +39,19 @@ fn when(unix: Option<u64>) -> String {
 /// Runs one admin action and returns what to print.
 pub async fn run(config: &Config, action: Action) -> Result<String, AdminError> {
     let env_key = std::env::var(KEY_ENV).ok();
+    // Rotation writes the new key next to the old one in the key file: it needs the file.
+    if matches!(action, Action::RotateKey) && env_key.is_some() {
+        return Err(AdminError::KeyFromEnvironment);
+    }
+    let store = open_vault(
+        &config.vault.path,
+        Some(&config.vault.key_file),
+        env_key,
+        false,
+    )
+    .await?;
     match action {
         Action::List { user } => {
-            let store = open_vault(
-                &config.vault.path,
-                Some(&config.vault.key_file),
-                env_key,
-                false,
-            )
-            .await?;
             let links = store.list_tokens(user.as_deref()).await?;
             let mut out = String::new();
             let _ = writeln!(
@@ -71,13 +75,6 @@ pub async fn run(config: &Config, action: Action) -> Result<String, AdminError> 
             Ok(out)
         }
         Action::Revoke { user, provider } => {
-            let store = open_vault(
-                &config.vault.path,
-                Some(&config.vault.key_file),
-                env_key,
-                false,
-            )
-            .await?;
             let key = TokenKey {
                 workload: config.identity.workload.clone(),
                 user,
@@ -90,16 +87,6 @@ pub async fn run(config: &Config, action: Action) -> Result<String, AdminError> 
             }
         }
         Action::RotateKey => {
-            if env_key.is_some() {
-                return Err(AdminError::KeyFromEnvironment);
-            }
-            let store = open_vault(
-                &config.vault.path,
-                Some(&config.vault.key_file),
-                None,
-                false,
-            )
-            .await?;
             // Crash-safe: both keys on disk, every record re-sealed and flushed, then the old
             // key retired (see `keyring`).
             let rotation = store.rotate_key(&config.vault.key_file).await?;

@@ -176,6 +176,29 @@ impl World {
         ClientConfig::default().serve(transport).await.unwrap()
     }
 
+    /// Alice's client after she linked her provider account (`alice-gh`) through the consent
+    /// URL her first call returned; also that URL.
+    pub async fn linked_alice(&self) -> (Client, String) {
+        let alice = self.client("alice").await;
+        let url = consent_url(&call(&alice, "acct___me").await, &self.gateway);
+        assert_eq!(
+            self.browser("alice", "alice-gh").get(&url).await.status,
+            200
+        );
+        (alice, url)
+    }
+
+    /// The gateway's vault.
+    pub fn store(&self) -> Arc<dyn portcullis::vault::Store> {
+        self.gateway
+            .state
+            .identity
+            .as_ref()
+            .unwrap()
+            .store()
+            .clone()
+    }
+
     /// A browser signed in as `user` at the inbound IdP and as `account` at the provider.
     pub fn browser(&self, user: &str, account: &str) -> Browser {
         Browser::new()
