@@ -85,35 +85,20 @@ async fn list_shows_links_but_never_tokens() {
 #[tokio::test]
 async fn revoke_forgets_exactly_one_link() {
     let dir = seeded().await;
-    let user = "https://idp.example.com#alice";
-    let (code, out, err) = run(
-        &[
-            "vault",
-            "revoke",
-            "--user",
-            user,
-            "--provider",
-            "github",
-            "--config",
-            "portcullis.toml",
-        ],
-        dir.path(),
-    );
+    let revoke = [
+        "vault",
+        "revoke",
+        "--user",
+        "https://idp.example.com#alice",
+        "--provider",
+        "github",
+        "--config",
+        "portcullis.toml",
+    ];
+    let (code, out, err) = run(&revoke, dir.path());
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("revoked"), "{out}");
-    let (code, _, err) = run(
-        &[
-            "vault",
-            "revoke",
-            "--user",
-            user,
-            "--provider",
-            "github",
-            "--config",
-            "portcullis.toml",
-        ],
-        dir.path(),
-    );
+    let (code, _, err) = run(&revoke, dir.path());
     assert_eq!(code, 1);
     assert!(err.contains("no link"), "{err}");
     let (_, out, _) = run(

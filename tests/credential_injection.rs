@@ -8,6 +8,7 @@ mod support {
     pub mod binary;
     pub mod gateway;
     pub mod idp;
+    pub mod mcp;
 }
 
 use std::sync::Arc;
@@ -17,7 +18,7 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use base64::Engine;
 use rmcp::ServiceExt;
-use rmcp::model::{CallToolRequestParams, CallToolResult, ClientConfig};
+use rmcp::model::ClientConfig;
 use rmcp::service::{RoleClient, RunningService};
 use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
@@ -25,6 +26,7 @@ use serde_json::{Value, json};
 use support::backend::Backend;
 use support::gateway::{Setup, TestGateway};
 use support::idp::{self, Idp};
+use support::mcp::call;
 use tokio::sync::Mutex;
 
 const API_KEY: &str = "wk-9f8e7d6c5b4a";
@@ -128,20 +130,6 @@ async fn client(world: &World) -> RunningService<RoleClient, ClientConfig> {
             .auth_header(world.gateway.token(&world.idp).await),
     );
     ClientConfig::default().serve(transport).await.unwrap()
-}
-
-async fn call(
-    client: &RunningService<RoleClient, ClientConfig>,
-    tool: &str,
-    args: Value,
-) -> CallToolResult {
-    client
-        .call_tool(
-            CallToolRequestParams::new(tool.to_string())
-                .with_arguments(args.as_object().unwrap().clone()),
-        )
-        .await
-        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -24,7 +24,7 @@ use axum::routing::post;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use rmcp::ServiceExt;
-use rmcp::model::{CallToolRequestParams, CallToolResult, ClientConfig};
+use rmcp::model::ClientConfig;
 use rmcp::service::{RoleClient, RunningService};
 use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
@@ -32,6 +32,7 @@ use serde_json::{Value, json};
 use support::binary::{RunningBinary, free_port};
 use support::gateway::write_json;
 use support::idp::Idp;
+use support::mcp::call;
 use support::mcp::text_of;
 use tokio::sync::Mutex;
 
@@ -168,20 +169,6 @@ impl World {
         );
         ClientConfig::default().serve(transport).await.unwrap()
     }
-}
-
-async fn call(
-    client: &RunningService<RoleClient, ClientConfig>,
-    tool: &str,
-    args: Value,
-) -> CallToolResult {
-    client
-        .call_tool(
-            CallToolRequestParams::new(tool.to_string())
-                .with_arguments(args.as_object().unwrap().clone()),
-        )
-        .await
-        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
