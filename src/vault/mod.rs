@@ -13,6 +13,8 @@
 //! plaintext (DESIGN 3.2 invariant 5).
 
 pub mod admin;
+#[cfg(test)]
+mod contract;
 mod keyring;
 mod seal;
 mod secret;
@@ -171,6 +173,14 @@ impl Drop for ConsentRecord {
     fn drop(&mut self) {
         self.payload.zeroize();
     }
+}
+
+/// What [`Store::consent_usage`] counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreUsage {
+    pub records: usize,
+    /// Sum of the stored (sealed) value sizes.
+    pub bytes: usize,
 }
 
 /// Everything that can go wrong in the vault. Messages name files, key ids and token keys
@@ -384,6 +394,64 @@ pub trait Store: Send + Sync + 'static {
     /// # Ok(()) }
     /// ```
     async fn get_api_key(&self, workload: &str, name: &str) -> Result<Option<Secret>, VaultError>;
+
+    /// Replaces consent session `id` with `new` (removes it when `new` is `None`), but only if
+    /// it still holds exactly `expected`: the compare-and-swap behind every session transition
+    /// (DESIGN 3.2 invariant 4), so that a page that loaded a session cannot write back a stale
+    /// copy over a callback that consumed or advanced it meanwhile. `false`, and nothing
+    /// written, when the session changed, expired or is gone.
+    ///
+    /// ```
+    /// # use portcullis::vault::{ConsentRecord, Store, VaultError};
+    /// # async fn demo(store: &dyn Store, now: u64) -> Result<(), VaultError> {
+    /// let Some(loaded) = store.get_consent("c0ffee").await? else { return Ok(()) };
+    /// let bound = ConsentRecord::new(b"{...with a browser nonce...}".to_vec(), loaded.expires_at);
+    /// if !store.swap_consent("c0ffee", &loaded, Some(&bound)).await? {
+    ///     // someone else moved the session on first: show "already used"
+    /// }
+    /// # Ok(()) }
+    /// ```
+    async fn swap_consent(
+        &self,
+        id: &str,
+        expected: &ConsentRecord,
+        new: Option<&ConsentRecord>,
+    ) -> Result<bool, VaultError>;
+
+    /// Seals a short-lived value that is kept by a browser instead of the store (a pre-auth
+    /// cookie), with the vault's current key; the envelope only opens for the same `purpose`.
+    /// State an unauthenticated request creates thus costs the store nothing (DESIGN 3.2
+    /// invariant 9). Expiry is the caller's business: put it inside `plaintext`.
+    ///
+    /// ```
+    /// # use portcullis::vault::{Store, VaultError};
+    /// # fn demo(store: &dyn Store) -> Result<(), VaultError> {
+    /// let sealed = store.seal_transient("login", b"state and PKCE verifier")?;
+    /// assert_eq!(&store.open_transient("login", &sealed)?[..], b"state and PKCE verifier");
+    /// assert!(store.open_transient("other purpose", &sealed).is_err());
+    /// # Ok(()) }
+    /// ```
+    fn seal_transient(&self, purpose: &str, plaintext: &[u8]) -> Result<Vec<u8>, VaultError>;
+
+    /// Opens an envelope made by [`Store::seal_transient`] for the same `purpose`; an error
+    /// for anything else (tampered, another purpose, a key the vault no longer holds).
+    fn open_transient(
+        &self,
+        purpose: &str,
+        envelope: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, VaultError>;
+
+    /// How many consent-tree records (sessions, their `state` index, browser sessions) are
+    /// stored and their sealed size: what `/metrics` reports and the flood test bounds.
+    ///
+    /// ```
+    /// # use portcullis::vault::{Store, VaultError};
+    /// # async fn demo(store: &dyn Store) -> Result<(), VaultError> {
+    /// let usage = store.consent_usage().await?;
+    /// println!("{} records, {} bytes", usage.records, usage.bytes);
+    /// # Ok(()) }
+    /// ```
+    async fn consent_usage(&self) -> Result<StoreUsage, VaultError>;
 
     /// Removes consent sessions expired at `now` (unix seconds); returns how many.
     ///

@@ -36,12 +36,17 @@ use zeroize::Zeroizing;
 
 use super::keyring::{Keyring, create_private_dir};
 use super::seal::{self, SealError};
-use super::{ConsentRecord, Secret, Store, TokenKey, TokenMeta, TokenRecord, VaultError};
+use super::{
+    ConsentRecord, Secret, Store, StoreUsage, TokenKey, TokenMeta, TokenRecord, VaultError,
+};
 
 const TOKENS: &str = "tokens";
 const CONSENTS: &str = "consents";
 const API_KEYS: &str = "api_keys";
 const META: &str = "meta";
+/// Not a tree: the associated-data domain of [`Store::seal_transient`] envelopes, which live in
+/// browsers, so that no transient envelope opens as a stored record or the other way round.
+const TRANSIENT: &str = "transient";
 const CANARY_KEY: &[u8] = b"canary";
 const CANARY_TEXT: &[u8] = b"portcullis vault canary, format 1";
 
@@ -295,6 +300,73 @@ impl Store for SledStore {
             inner.flush()?;
             let record = inner.open_consent(&record_key, &envelope)?;
             Ok((!record.is_expired(super::unix_now())).then_some(record))
+        })
+        .await
+    }
+
+    async fn swap_consent(
+        &self,
+        id: &str,
+        expected: &ConsentRecord,
+        new: Option<&ConsentRecord>,
+    ) -> Result<bool, VaultError> {
+        let record_key = consent_record_key(id);
+        let expected = expected.clone();
+        let new = new.map(ConsentRecord::encode);
+        self.blocking(move |inner| {
+            let Some(envelope) = inner.consents.get(&record_key)? else {
+                return Ok(false);
+            };
+            let current = inner.open_consent(&record_key, &envelope)?;
+            if current != expected || current.is_expired(super::unix_now()) {
+                return Ok(false);
+            }
+            // Sealed under the keyring's read lock, then swapped against the exact envelope we
+            // opened: a concurrent take, put or rotation in between makes the swap fail.
+            let replacement = match &new {
+                Some(plaintext) => {
+                    let keyring = inner.keyring.read();
+                    Some(
+                        seal::seal(&keyring, CONSENTS, &record_key, plaintext)
+                            .map_err(VaultError::seal)?,
+                    )
+                }
+                None => None,
+            };
+            let swapped = inner
+                .consents
+                .compare_and_swap(&record_key, Some(&envelope), replacement)?
+                .is_ok();
+            if swapped {
+                inner.flush()?;
+            }
+            Ok(swapped)
+        })
+        .await
+    }
+
+    fn seal_transient(&self, purpose: &str, plaintext: &[u8]) -> Result<Vec<u8>, VaultError> {
+        let keyring = self.inner.keyring.read();
+        seal::seal(&keyring, TRANSIENT, purpose.as_bytes(), plaintext).map_err(VaultError::seal)
+    }
+
+    fn open_transient(
+        &self,
+        purpose: &str,
+        envelope: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, VaultError> {
+        self.inner.open(TRANSIENT, purpose.as_bytes(), envelope)
+    }
+
+    async fn consent_usage(&self) -> Result<StoreUsage, VaultError> {
+        self.blocking(|inner| {
+            let mut usage = StoreUsage::default();
+            for item in inner.consents.iter() {
+                let (_, envelope) = item?;
+                usage.records += 1;
+                usage.bytes += envelope.len();
+            }
+            Ok(usage)
         })
         .await
     }
@@ -572,6 +644,7 @@ fn describe(tree_name: &str, record_key: &[u8]) -> String {
         (API_KEYS, [workload, name]) => format!("API key {workload}/{name}"),
         (CONSENTS, _) => "a consent session".to_string(),
         (META, _) => "the vault canary".to_string(),
+        (TRANSIENT, _) => "a sealed browser value".to_string(),
         (tree, _) => format!("a record in tree {tree}"),
     }
 }
