@@ -32,6 +32,8 @@ pub enum Outcome {
     TargetFailed,
     ConsentRequired,
     CredentialUnavailable,
+    /// The API refused a token the provider had just issued (after a refresh).
+    CredentialRefused,
 }
 
 impl Outcome {
@@ -43,6 +45,7 @@ impl Outcome {
             Outcome::TargetFailed => "target_failed",
             Outcome::ConsentRequired => "consent_required",
             Outcome::CredentialUnavailable => "credential_unavailable",
+            Outcome::CredentialRefused => "credential_refused",
         }
     }
 }
@@ -125,14 +128,11 @@ impl CallPipeline {
             );
         }
 
-        // 2. The caller's own downstream credential, if the target declares one.
-        let resource = match &tool.target.kind {
-            TargetKind::Http(http) => Some(http.base_url.as_str()),
-            TargetKind::Lambda(_) => None,
-        };
+        // 2. The caller's own downstream credential, if the target declares one. The RFC 8707
+        //    resource is the credential's or provider's own (DESIGN 2.3), never the target URL.
         let request = CredentialRequest {
             tool_scopes: &tool.def.scopes,
-            resource,
+            resource: None,
             force_authentication: options.force_authentication,
         };
         let credential = match self.credential(caller, tool, &request).await {
@@ -144,12 +144,19 @@ impl CallPipeline {
             Err(failure) => return (result(failure), Outcome::CredentialUnavailable),
         };
 
-        // 3. Invoke. A 401 from the API means the user's token died: refresh once and retry;
-        //    if a fresh token is refused too, the grant is gone: ask for consent again.
+        // 3. Invoke. A 401 from the API means the user's token died: refresh once and retry.
+        //    If the freshly issued token is refused too, a new consent would only produce
+        //    another token the API refuses: say so instead of asking again (no consent loop).
         let mut invoked = self
             .invoke(caller, tool, &args, message_id, credential.as_ref())
             .await;
-        if let (Ok((_, Some(401))), Some(Injection::Bearer(used))) = (&invoked, &credential) {
+        if let (
+            Ok(Invoked {
+                status: Some(401), ..
+            }),
+            Some(Injection::Bearer(used)),
+        ) = (&invoked, &credential)
+        {
             let fresh = match self.refresh_after_401(caller, tool, used, &request).await {
                 Ok(fresh) => fresh,
                 Err(early) => return early,
@@ -157,25 +164,31 @@ impl CallPipeline {
             invoked = self
                 .invoke(caller, tool, &args, message_id, Some(&fresh))
                 .await;
-            if matches!(invoked, Ok((_, Some(401)))) {
-                let again = CredentialRequest {
-                    force_authentication: true,
-                    ..request
-                };
-                if let Ok(Some(Credential::NeedsConsent(prompt))) =
-                    self.credential(caller, tool, &again).await
-                {
-                    return (CallOutcome::NeedsConsent(prompt), Outcome::ConsentRequired);
-                }
+            if let Ok(Invoked {
+                status: Some(401),
+                challenge,
+                ..
+            }) = &invoked
+            {
+                return (
+                    result(crate::edge::fresh_token_refused_result(
+                        challenge.as_deref(),
+                    )),
+                    Outcome::CredentialRefused,
+                );
             }
         }
 
         // 4. Shape for the audit trail.
         match invoked {
-            Ok((tool_result, _)) if tool_result.is_error == Some(true) => {
-                (result(tool_result), Outcome::ToolError)
-            }
-            Ok((tool_result, _)) => (result(tool_result), Outcome::Ok),
+            Ok(Invoked {
+                result: tool_result,
+                ..
+            }) if tool_result.is_error == Some(true) => (result(tool_result), Outcome::ToolError),
+            Ok(Invoked {
+                result: tool_result,
+                ..
+            }) => (result(tool_result), Outcome::Ok),
             Err(error) => (
                 result(crate::edge::target_error_result(&error)),
                 Outcome::TargetFailed,
@@ -231,7 +244,7 @@ impl CallPipeline {
             .map_err(|e| crate::edge::credential_error_result(&e))
     }
 
-    /// The result and, for HTTP targets, the response status.
+    /// The result and, for HTTP targets, the response status and challenge.
     async fn invoke(
         &self,
         caller: &Caller,
@@ -239,7 +252,7 @@ impl CallPipeline {
         args: &Map<String, Value>,
         message_id: &str,
         credential: Option<&Injection>,
-    ) -> Result<(CallToolResult, Option<u16>), TargetError> {
+    ) -> Result<Invoked, TargetError> {
         match &tool.target.kind {
             TargetKind::Http(target) => {
                 let route = tool
@@ -247,7 +260,11 @@ impl CallPipeline {
                     .as_ref()
                     .ok_or_else(|| TargetError::Unreachable("tool has no HTTP mapping".into()))?;
                 let reply = self.http.invoke(target, route, args, credential).await?;
-                Ok((reply.result, Some(reply.status)))
+                Ok(Invoked {
+                    result: reply.result,
+                    status: Some(reply.status),
+                    challenge: reply.challenge,
+                })
             }
             TargetKind::Lambda(target) => {
                 let user_id = caller.user_id();
@@ -262,10 +279,21 @@ impl CallPipeline {
                 // Boxed: the SDK's invoke future is ~11 KiB, and every future that embeds it
                 // (up to rmcp's per-request task) would be copied at each spawn and first poll.
                 let invoked = Box::pin(self.lambda.invoke(target, args, &context)).await?;
-                Ok((invoked, None))
+                Ok(Invoked {
+                    result: invoked,
+                    status: None,
+                    challenge: None,
+                })
             }
         }
     }
+}
+
+/// What a target answered: the result and, for HTTP targets, the status and challenge.
+struct Invoked {
+    result: CallToolResult,
+    status: Option<u16>,
+    challenge: Option<String>,
 }
 
 fn result(result: CallToolResult) -> CallOutcome {

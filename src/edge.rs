@@ -140,6 +140,17 @@ pub fn credential_unavailable_result(credentials: &Credentials) -> CallToolResul
     ))])
 }
 
+/// The API refused a token the provider had just issued: another consent would only get
+/// another such token, so the caller learns why instead (DESIGN 2.3, issue 9 item 10).
+pub fn fresh_token_refused_result(challenge: Option<&str>) -> CallToolResult {
+    let challenge = challenge
+        .map(|c| format!(" (WWW-Authenticate: {c})"))
+        .unwrap_or_default();
+    CallToolResult::error(vec![Content::text(format!(
+        "The API answered HTTP 401{challenge} to a token the provider had just issued, so connecting the account again would not help. The provider issues tokens this API does not accept: the administrator should check the RFC 8707 `resource` (the target credential's or the provider's) and the scopes."
+    ))])
+}
+
 /// A credential could not be obtained for a reason other than missing consent.
 pub fn credential_error_result(error: &crate::identity::IdentityError) -> CallToolResult {
     CallToolResult::error(vec![Content::text(format!(

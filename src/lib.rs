@@ -205,6 +205,11 @@ impl Gateway {
     ) -> Result<(), StartError> {
         let refresher = tokio::spawn(self.state.keys.clone().run_refresh_loop());
         let metrics_upkeep = tokio::spawn(telemetry::run_metrics_upkeep());
+        let purger = self
+            .state
+            .identity
+            .as_ref()
+            .map(|identity| tokio::spawn(purge_expired_records(identity.store().clone())));
         let _watcher = if self.state.config.targets.watch {
             let dir = self.state.config.targets.dir.clone();
             let (watcher, mut changes) =
@@ -239,6 +244,9 @@ impl Gateway {
             .map_err(StartError::Serve);
         refresher.abort();
         metrics_upkeep.abort();
+        if let Some(purger) = purger {
+            purger.abort();
+        }
         result
     }
 }
@@ -252,6 +260,24 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     let gateway = Gateway::build(config).await?;
     tracing::info!(%addr, "listening");
     gateway.serve(listener, shutdown_signal()).await
+}
+
+/// How often expired consent sessions, `state` indexes and browser sessions are removed.
+const PURGE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Removes expired records on a timer, so that nothing a request creates outlives its expiry
+/// on disk (DESIGN 3.2 invariant 9).
+async fn purge_expired_records(store: Arc<dyn vault::Store>) {
+    let mut ticks = tokio::time::interval(PURGE_INTERVAL);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        match store.purge_expired(vault::unix_now()).await {
+            Ok(0) => {}
+            Ok(purged) => tracing::debug!(purged, "expired vault records purged"),
+            Err(error) => tracing::warn!(%error, "purging expired vault records failed"),
+        }
+    }
 }
 
 async fn shutdown_signal() {

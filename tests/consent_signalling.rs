@@ -238,10 +238,51 @@ async fn a_downstream_401_refreshes_once_and_retries() {
     assert_eq!(seen.len(), 2);
     assert_ne!(seen[1].1, first_token, "the retry used a refreshed token");
 
-    // A 401 that persists after the refresh ends in a consent prompt, not a loop.
+    // A 401 that persists after the refresh is explained, with the API's challenge, instead of
+    // asking for a consent that would only produce another refused token.
     drop(seen);
     *world.api.reject_next.lock().await = 2;
     let result = call(&alice, "acct___me").await;
-    let _ = consent_url(&result, &world.gateway);
+    assert_eq!(result.is_error, Some(true));
+    let text = text_of(&result);
+    assert!(text.contains("HTTP 401"), "{text}");
+    assert!(text.contains("error=\"invalid_token\""), "{text}");
+    assert!(!text.contains("/oauth2/connect/"), "{text}");
     alice.cancel().await.unwrap();
+}
+
+/// DESIGN 2.6: a 2026-07-28 request whose client capabilities do not declare `elicitation.url`
+/// gets the `isError` form with the URL, never an `input_required` it cannot answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_2026_07_28_client_without_url_elicitation_gets_the_url_as_a_tool_error() {
+    let world = world("login").await;
+    let client = ClientConfig::default()
+        .serve_with_lifecycle(
+            transport(&world, "alice").await,
+            ClientLifecycleMode::Discover {
+                preferred_versions: vec![ProtocolVersion::V_2026_07_28],
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        client.peer_info().unwrap().protocol_version,
+        ProtocolVersion::V_2026_07_28
+    );
+    let result = client
+        .call_tool(CallToolRequestParams::new("acct___me").with_arguments(Default::default()))
+        .await
+        .unwrap();
+    let url = consent_url(&result, &world.gateway);
+    // The URL works: after the user links the account, the retried call succeeds.
+    assert_eq!(
+        world.browser("alice", "alice-gh").get(&url).await.status,
+        200
+    );
+    let retried = client
+        .call_tool(CallToolRequestParams::new("acct___me").with_arguments(Default::default()))
+        .await
+        .unwrap();
+    assert_ne!(retried.is_error, Some(true), "{}", text_of(&retried));
+    client.cancel().await.unwrap();
 }

@@ -74,7 +74,9 @@ fn secret_files() -> Vec<(&'static str, String)> {
     ]
 }
 
-const M2M: &str = r#"{"oauth": {"provider": "downstream", "grantType": "CLIENT_CREDENTIALS", "scopes": ["tools.read"]}}"#;
+/// The API's own identifier, named as the credential's RFC 8707 resource (DESIGN 2.3).
+const M2M_RESOURCE: &str = "urn:portcullis:m2m-api";
+const M2M: &str = r#"{"oauth": {"provider": "downstream", "grantType": "CLIENT_CREDENTIALS", "scopes": ["tools.read"], "resource": "urn:portcullis:m2m-api"}}"#;
 
 async fn world() -> World {
     let idp = Idp::start().await;
@@ -166,8 +168,8 @@ async fn client_credentials_tokens_are_fetched_once_and_cached() {
     assert_eq!(header["kid"], world.downstream.kid);
     assert_eq!(claims["client_id"], idp::DOWNSTREAM_CLIENT);
     assert_eq!(claims["scope"], "tools.read");
-    // RFC 8707: the token is for this API, not for anything else.
-    assert_eq!(claims["aud"], world.backend.url);
+    // RFC 8707: the token is for the resource the credential names, not for anything else.
+    assert_eq!(claims["aud"], M2M_RESOURCE);
     client.cancel().await.unwrap();
 }
 

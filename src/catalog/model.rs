@@ -63,6 +63,9 @@ pub struct OAuthCredential {
     pub scopes: Vec<String>,
     #[serde(default)]
     pub custom_parameters: BTreeMap<String, String>,
+    /// RFC 8707 resource indicator (DESIGN 2.3); `None` falls back to the provider's.
+    #[serde(default)]
+    pub resource: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]

@@ -38,8 +38,11 @@ pub struct ProviderConfig {
     /// Scopes always requested, in addition to what targets ask for.
     pub scopes: Vec<String>,
     pub auth_method: ClientAuthMethod,
-    /// RFC 8707 `resource` on authorize and token requests; some IdPs reject unknown ones.
+    /// Whether RFC 8707 `resource` may be sent at all; some IdPs reject the parameter.
     pub send_resource_indicator: bool,
+    /// The RFC 8707 resource asked for when a credential names none (DESIGN 2.3): the
+    /// identifier the provider's APIs check `aud` against. `None`: no `resource` is sent.
+    pub resource: Option<String>,
     pub extra_authorize_params: BTreeMap<String, String>,
 }
 
@@ -351,8 +354,29 @@ fn provider(
         send_resource_indicator: raw
             .send_resource_indicator
             .unwrap_or_else(|| preset.as_ref().is_none_or(|p| p.resource)),
+        resource: raw.resource.as_deref().and_then(|resource| {
+            resource_indicator(&format!("{key}.resource"), resource, problems)
+        }),
         extra_authorize_params: extra,
     })
+}
+
+/// RFC 8707 section 2: a resource indicator is an absolute URI without a fragment.
+fn resource_indicator(key: &str, value: &str, problems: &mut Problems) -> Option<String> {
+    match Url::parse(value) {
+        Ok(url) if url.fragment().is_none() => Some(value.to_string()),
+        Ok(_) => {
+            problems.push(key, "an RFC 8707 resource must not have a fragment (#...)");
+            None
+        }
+        Err(error) => {
+            problems.push(
+                key,
+                format!("{value:?} is not an absolute URI (RFC 8707 section 2): {error}"),
+            );
+            None
+        }
+    }
 }
 
 pub(super) struct Downstream {

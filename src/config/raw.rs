@@ -133,6 +133,7 @@ pub struct RawProvider {
     pub scopes: Vec<String>,
     pub token_auth_method: Option<String>,
     pub send_resource_indicator: Option<bool>,
+    pub resource: Option<String>,
     #[serde(default)]
     pub extra_authorize_params: BTreeMap<String, String>,
 }

@@ -47,6 +47,8 @@ impl ResourceTokenRequest<'_> {
             grant_type,
             scopes: self.scopes.to_vec(),
             custom_parameters: self.custom_parameters.clone(),
+            // The request's own `resources` apply (CredentialRequest::resource).
+            resource: None,
         }
     }
 
@@ -94,10 +96,9 @@ impl Identity {
             keep_after_callback: true,
             ..request.options.clone()
         };
-        match self
-            .user_token(owner, &oauth, &request.credential_request(), &options)
-            .await?
-        {
+        let credential_request = request.credential_request();
+        let ask = self.ask(owner, &oauth, &credential_request, &options)?;
+        match self.user_token(&ask, request.force_authentication).await? {
             Credential::NeedsConsent(prompt) => Ok(ResourceToken::InProgress {
                 authorization_url: Some(prompt.url),
                 session_uri: format!("{}{}", consent::SESSION_URI_PREFIX, prompt.id),
@@ -129,13 +130,10 @@ impl Identity {
         let session_uri = session.session_uri();
         match session.stage {
             Stage::Pending => Ok(ResourceToken::InProgress {
-                authorization_url: Some(format!(
-                    "{}/oauth2/connect/{}",
-                    self.public_url, session.id
-                )),
+                authorization_url: Some(self.connect_url(&session.id)),
                 session_uri,
             }),
-            Stage::Authorized(_) => Ok(ResourceToken::InProgress {
+            Stage::Authorized(_) | Stage::AwaitingApp => Ok(ResourceToken::InProgress {
                 authorization_url: None,
                 session_uri,
             }),
@@ -152,9 +150,13 @@ impl Identity {
         }
     }
 
-    /// `CompleteResourceTokenAuth`: stores the token the provider granted to session
-    /// `session_id`, only if `user` is the user who started it (and the caller may act for its
-    /// workload). On a mismatch nothing is stored and the session stays for its rightful user.
+    /// `CompleteResourceTokenAuth`: links the token the provider granted to completion
+    /// session `session_id` (the `session_id` the consenting browser brought back), only if
+    /// `user` is the user who started the consent and the caller may act for its workload.
+    ///
+    /// Single use either way: a completion for the wrong user burns the held token (it is
+    /// never linked to anyone, and the consent must be given again), so a completion id that
+    /// leaks after an honest app's refused attempt is worthless (issue 9, item 2).
     pub async fn complete_session(
         &self,
         session_id: &str,
@@ -169,41 +171,31 @@ impl Identity {
         if !may_act_for(&session.workload) {
             return Err(IdentityError::SessionOfAnother("workload"));
         }
-        if session.user_id() != user.key() {
-            tracing::warn!(
-                consent = %session.id, provider = %session.provider,
-                "CompleteResourceTokenAuth refused: not the user who started the session"
-            );
-            crate::telemetry::consent_refused("wrong_user");
-            return Err(IdentityError::SessionOfAnother("user"));
-        }
         match session.stage {
             Stage::Authorized(_) => {}
-            Stage::Pending => return Err(IdentityError::SessionNotAuthorized),
+            // The connect URL's own id (known to whoever started the consent) never completes.
+            Stage::Pending | Stage::AwaitingApp => return Err(IdentityError::SessionNotAuthorized),
             Stage::Completed => return Ok(()),
             Stage::Failed => return Err(not_found()),
         }
-        // Single use: of concurrent completions exactly one takes the held token.
+        // Of concurrent completions exactly one takes the held token.
         let mut taken = consent::take_session(store, &session)
             .await?
             .ok_or_else(not_found)?;
         let Stage::Authorized(record) = std::mem::take(&mut taken.stage) else {
             return Err(not_found());
         };
-        let key = crate::vault::TokenKey {
-            workload: taken.workload.clone(),
-            user: taken.user_id(),
-            provider: taken.provider.clone(),
-        };
-        store.put_token(&key, &record).await?;
-        tracing::info!(provider = %taken.provider, consent = %taken.id, "account linked (CompleteResourceTokenAuth)");
-        crate::telemetry::consent_completed(&taken.provider);
-        if taken.keep_after_callback {
-            taken.stage = Stage::Completed;
-            consent::put_session(store, &taken).await?;
+        if taken.user_id() != user.key() {
+            tracing::warn!(
+                provider = %taken.provider,
+                "CompleteResourceTokenAuth refused: not the user who started the consent; the granted token is discarded"
+            );
+            crate::telemetry::consent_refused("wrong_user");
+            self.record_failure(&taken).await;
+            return Err(IdentityError::SessionOfAnother("user"));
         }
-        self.notify_completed(&taken.id).await;
-        Ok(())
+        tracing::info!(provider = %taken.provider, "CompleteResourceTokenAuth accepted");
+        self.link_account(&taken, &record).await
     }
 
     /// `GetResourceApiKey`: the workload's own key in the vault's `api_keys` tree, else the

@@ -2,8 +2,14 @@
 //! scopes, with PKCE S256 and `state` held server side (OAuth 2.0 Security BCP section 4.7).
 //!
 //! Records live in the vault's `consents` tree under three key spaces, all sealed:
-//! `<id>` the session, `state:<state>` -> id (the callback's lookup), and
-//! `browser:<sid>` / `login:<state>` for the gateway's own browser sign-in.
+//! `<id>` the session, `state:<state>` -> id (the callback's lookup), and `browser:<sid>` for a
+//! browser signed in at the gateway. A sign-in in progress is not stored at all: it travels in
+//! a sealed cookie (`login.rs`), so unauthenticated requests write nothing (DESIGN 3.2
+//! invariant 9).
+//!
+//! Every transition of a stored session is a compare-and-swap ([`Store::swap_consent`]) or an
+//! atomic take: a page that loaded a session can never write a stale copy back over a
+//! callback that consumed or advanced it meanwhile (issue 9, item 9).
 
 use serde::{Deserialize, Serialize};
 
@@ -19,7 +25,7 @@ pub const CONSENT_TTL_SECONDS: u64 = 600;
 /// How long a signed-in browser stays signed in.
 pub const BROWSER_SESSION_TTL_SECONDS: u64 = 8 * 3600;
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ConsentSession {
     pub id: String,
     pub state: String,
@@ -53,17 +59,27 @@ pub struct ConsentSession {
     /// with `sessionUri` learns how they ended.
     #[serde(default)]
     pub keep_after_callback: bool,
+    /// For a completion record (`consent_binding = "app"`, created at the provider callback):
+    /// the id the flow started as, which is the elicitation id clients know and the
+    /// `sessionUri` the identity API polls.
+    #[serde(default)]
+    pub origin: Option<String>,
 }
 
 /// Where a consent session is. Only `Pending` sessions can be opened in a browser.
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub enum Stage {
     /// Waiting for the user at the provider.
     #[default]
     Pending,
-    /// `consent_binding = "app"`: the provider granted a token, held here (sealed like every
-    /// consent record) until `CompleteResourceTokenAuth` names the same user.
+    /// `consent_binding = "app"`, on a completion record: the provider granted a token, held
+    /// here (sealed like every consent record) until `CompleteResourceTokenAuth` names the same
+    /// user. The record's id was created at the callback and went only to the browser that
+    /// consented, so whoever holds the connect URL cannot complete it (issue 9, item 2).
     Authorized(Box<TokenRecord>),
+    /// `consent_binding = "app"`, on the original session: the provider granted, the token
+    /// waits under a completion id that only the consenting browser received.
+    AwaitingApp,
     /// The token is in the vault under the session's workload / user / provider.
     Completed,
     /// The provider refused, or the code exchange failed. Nothing was stored.
@@ -93,13 +109,11 @@ pub struct BrowserSession {
     pub expires_at: u64,
 }
 
-/// A sign-in in progress: where to return, and what to check the ID token against.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct LoginAttempt {
-    pub return_to: String,
-    pub nonce: String,
-    pub pkce_verifier: Secret,
-    pub expires_at: u64,
+impl BrowserSession {
+    /// The vault's user key of this browser's user, as [`crate::inbound::Caller::user_id`].
+    pub fn user_key(&self) -> String {
+        format!("{}#{}", self.issuer, self.subject)
+    }
 }
 
 pub fn now() -> u64 {
@@ -176,10 +190,47 @@ pub async fn load_session(
     store: &dyn Store,
     id: &str,
 ) -> Result<Option<ConsentSession>, IdentityError> {
+    Ok(load_session_record(store, id)
+        .await?
+        .map(|loaded| loaded.session))
+}
+
+/// A session and the exact record it was read from: the `expected` of a later swap.
+pub struct Loaded {
+    pub session: ConsentSession,
+    record: ConsentRecord,
+}
+
+pub async fn load_session_record(
+    store: &dyn Store,
+    id: &str,
+) -> Result<Option<Loaded>, IdentityError> {
     if id.contains(':') {
         return Ok(None);
     }
-    parse(store.get_consent(id).await.map_err(IdentityError::Vault)?)
+    let Some(record) = store.get_consent(id).await.map_err(IdentityError::Vault)? else {
+        return Ok(None);
+    };
+    let session = parse(Some(record.clone()))?;
+    Ok(session.map(|session| Loaded { session, record }))
+}
+
+/// Writes `next` over `loaded` only if the stored session is still exactly what was loaded;
+/// `false` (nothing written) if a callback, a completion or an expiry came first.
+pub async fn swap_session(
+    store: &dyn Store,
+    loaded: &Loaded,
+    next: &ConsentSession,
+) -> Result<bool, IdentityError> {
+    let payload = serde_json::to_vec(next).map_err(|e| IdentityError::Internal(e.to_string()))?;
+    store
+        .swap_consent(
+            &loaded.session.id,
+            &loaded.record,
+            Some(&ConsentRecord::new(payload, next.expires_at)),
+        )
+        .await
+        .map_err(IdentityError::Vault)
 }
 
 /// The session a callback's `state` belongs to, without consuming it.
@@ -242,28 +293,134 @@ pub async fn load_browser(
     )
 }
 
-pub async fn save_login(
+/// Removes a session and its `state` index (a superseded pending consent).
+pub async fn withdraw_session(
     store: &dyn Store,
+    id: &str,
     state: &str,
-    attempt: &LoginAttempt,
 ) -> Result<(), IdentityError> {
-    put_json(
-        store,
-        &format!("login:{state}"),
-        attempt,
-        attempt.expires_at,
-    )
-    .await
+    store.take_consent(id).await.map_err(IdentityError::Vault)?;
+    store
+        .take_consent(&format!("state:{state}"))
+        .await
+        .map_err(IdentityError::Vault)?;
+    Ok(())
 }
 
-pub async fn take_login(
-    store: &dyn Store,
-    state: &str,
-) -> Result<Option<LoginAttempt>, IdentityError> {
-    parse(
-        store
-            .take_consent(&format!("login:{state}"))
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::vault::{Keyring, SledStore};
+
+    fn session(id: &str) -> ConsentSession {
+        ConsentSession {
+            id: id.into(),
+            state: format!("state-of-{id}"),
+            authorization_url: "https://provider.example/authorize".into(),
+            pkce_verifier: Secret::new("verifier"),
+            workload: "portcullis".into(),
+            issuer: "https://idp.example".into(),
+            subject: "alice".into(),
+            provider: "github".into(),
+            scopes: vec![],
+            resource: None,
+            created_at: now(),
+            expires_at: now() + CONSENT_TTL_SECONDS,
+            browser_nonce: None,
+            user_key: None,
+            return_url: None,
+            custom_state: None,
+            stage: Stage::Pending,
+            keep_after_callback: true,
+            origin: None,
+        }
+    }
+
+    fn store() -> (tempfile::TempDir, Arc<dyn Store>) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(&dir.path().join("vault"), Keyring::generate().unwrap());
+        (dir, Arc::new(store.unwrap()))
+    }
+
+    /// Issue 9 item 9: the connect page loads a session, a callback consumes it, then the page
+    /// writes its copy back. The write must not bring the used session back to life.
+    #[tokio::test]
+    async fn a_connect_page_cannot_revive_a_session_a_callback_consumed_meanwhile() {
+        let (_dir, store) = store();
+        save_session(store.as_ref(), &session("c")).await.unwrap();
+        let loaded = load_session_record(store.as_ref(), "c")
             .await
-            .map_err(IdentityError::Vault)?,
-    )
+            .unwrap()
+            .unwrap();
+        // The callback, in between.
+        assert!(
+            take_session(store.as_ref(), &loaded.session)
+                .await
+                .unwrap()
+                .is_some()
+        );
+        let bound = ConsentSession {
+            browser_nonce: Some("nonce".into()),
+            ..loaded.session.clone()
+        };
+        assert!(!swap_session(store.as_ref(), &loaded, &bound).await.unwrap());
+        assert!(load_session(store.as_ref(), "c").await.unwrap().is_none());
+        assert!(
+            session_for_state(store.as_ref(), "state-of-c")
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    /// The same race against an app-bound callback that advanced the session: the page's
+    /// stale `Pending` copy must not overwrite what the callback wrote.
+    #[tokio::test]
+    async fn a_connect_page_cannot_reset_a_session_the_provider_already_answered() {
+        let (_dir, store) = store();
+        save_session(store.as_ref(), &session("c")).await.unwrap();
+        let loaded = load_session_record(store.as_ref(), "c")
+            .await
+            .unwrap()
+            .unwrap();
+        let taken = take_session(store.as_ref(), &loaded.session)
+            .await
+            .unwrap()
+            .unwrap();
+        let waiting = ConsentSession {
+            stage: Stage::AwaitingApp,
+            ..taken
+        };
+        put_session(store.as_ref(), &waiting).await.unwrap();
+        let bound = ConsentSession {
+            browser_nonce: Some("nonce".into()),
+            ..loaded.session.clone()
+        };
+        assert!(!swap_session(store.as_ref(), &loaded, &bound).await.unwrap());
+        let now_stored = load_session(store.as_ref(), "c").await.unwrap().unwrap();
+        assert!(matches!(now_stored.stage, Stage::AwaitingApp));
+        assert!(now_stored.browser_nonce.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_connect_page_binds_an_untouched_session() {
+        let (_dir, store) = store();
+        save_session(store.as_ref(), &session("c")).await.unwrap();
+        let loaded = load_session_record(store.as_ref(), "c")
+            .await
+            .unwrap()
+            .unwrap();
+        let bound = ConsentSession {
+            browser_nonce: Some("nonce".into()),
+            ..loaded.session.clone()
+        };
+        assert!(swap_session(store.as_ref(), &loaded, &bound).await.unwrap());
+        let stored = session_for_state(store.as_ref(), "state-of-c")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(stored.browser_nonce.as_deref(), Some("nonce"));
+    }
 }

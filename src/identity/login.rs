@@ -1,6 +1,12 @@
 //! The gateway's own sign-in at the inbound IdP (`[inbound.login]`), used by
 //! `consent_binding = "login"` and `/connections` to learn which user a browser belongs to:
 //! OIDC authorization code flow with PKCE and `nonce` (OIDC Core 1.0 sections 3.1.2 and 3.1.3.7).
+//!
+//! The sign-in in progress (`state`, `nonce`, PKCE verifier, where to return) is sealed into a
+//! cookie of the browser that starts it, not stored: the callback completes only in that
+//! browser (a leaked `/oauth2/login/callback?code=..&state=..` URL signs nobody in: login CSRF,
+//! OAuth 2.0 Security BCP section 4.7.1, issue 9 item 1), and an unauthenticated request costs
+//! the store nothing (DESIGN 3.2 invariant 9).
 
 use std::time::Duration;
 
@@ -12,12 +18,45 @@ use tokio::sync::OnceCell;
 use url::Url;
 
 use super::IdentityError;
-use super::consent::{self, BrowserSession, LoginAttempt, now, random_token};
+use super::consent::{self, BrowserSession, now, random_token};
 use crate::config::{Config, KeySourceConfig};
 use crate::inbound::KeyStore;
 use crate::vault::{Secret, Store};
 
-const LOGIN_TTL_SECONDS: u64 = 600;
+pub const LOGIN_TTL_SECONDS: u64 = 600;
+/// The [`Store::seal_transient`] purpose of sign-in cookies.
+const COOKIE_PURPOSE: &str = "login-attempt";
+/// Cookie names carry a prefix of the `state`, so that two sign-ins started in two tabs of
+/// one browser do not overwrite each other.
+const COOKIE_PREFIX: &str = "portcullis_login_";
+const STATE_CHARS_IN_NAME: usize = 16;
+
+/// A sign-in in progress, as sealed into its cookie.
+#[derive(serde::Serialize, Deserialize)]
+struct LoginAttempt {
+    state: String,
+    return_to: String,
+    nonce: String,
+    pkce_verifier: Secret,
+    expires_at: u64,
+}
+
+/// The cookie that binds a sign-in to the browser that started it.
+pub struct LoginCookie {
+    pub name: String,
+    /// base64url of the sealed [`LoginAttempt`].
+    pub value: String,
+}
+
+/// The cookie name for the sign-in whose `state` is `state` (`None` for a `state` that no
+/// sign-in of ours could have: too short, or not URL-safe).
+pub fn cookie_name(state: &str) -> Option<String> {
+    let prefix = state.get(..STATE_CHARS_IN_NAME)?;
+    prefix
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        .then(|| format!("{COOKIE_PREFIX}{prefix}"))
+}
 const TIMEOUT: Duration = Duration::from_secs(15);
 
 #[derive(Deserialize)]
@@ -94,19 +133,36 @@ impl LoginClient {
             .await
     }
 
-    /// Starts a sign-in that returns the browser to `return_to` (a path on this gateway).
-    pub async fn start(&self, store: &dyn Store, return_to: &str) -> Result<Url, IdentityError> {
+    /// Starts a sign-in that returns the browser to `return_to` (a path on this gateway):
+    /// the IdP's authorization URL, and the cookie to set on the same response.
+    pub async fn start(
+        &self,
+        store: &dyn Store,
+        return_to: &str,
+    ) -> Result<(Url, LoginCookie), IdentityError> {
         let (authorization, _) = self.endpoints().await?;
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
         let state = random_token(24);
         let nonce = random_token(18);
         let attempt = LoginAttempt {
+            state: state.clone(),
             return_to: return_to.to_string(),
             nonce: nonce.clone(),
             pkce_verifier: Secret::new(verifier.secret().clone()),
             expires_at: now() + LOGIN_TTL_SECONDS,
         };
-        consent::save_login(store, &state, &attempt).await?;
+        let plaintext = zeroize::Zeroizing::new(
+            serde_json::to_vec(&attempt).map_err(|e| IdentityError::Internal(e.to_string()))?,
+        );
+        let sealed = store.seal_transient(COOKIE_PURPOSE, &plaintext)?;
+        let cookie = LoginCookie {
+            name: cookie_name(&state)
+                .ok_or_else(|| IdentityError::Internal("sign-in state is not URL-safe".into()))?,
+            value: base64::Engine::encode(
+                &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+                sealed,
+            ),
+        };
         let mut url = authorization.clone();
         url.query_pairs_mut()
             .append_pair("response_type", "code")
@@ -117,20 +173,52 @@ impl LoginClient {
             .append_pair("nonce", &nonce)
             .append_pair("code_challenge", challenge.as_str())
             .append_pair("code_challenge_method", "S256");
-        Ok(url)
+        Ok((url, cookie))
     }
 
-    /// Finishes a sign-in: exchanges the code, verifies the ID token, stores a browser session.
-    /// Returns the new browser session id and where to send the browser.
+    /// The sign-in `cookie` (from this browser) was sealed by us for exactly `state`, and is
+    /// not expired; anything else is "not started in this browser".
+    fn attempt_from_cookie(
+        store: &dyn Store,
+        cookie: Option<&str>,
+        state: &str,
+    ) -> Result<LoginAttempt, IdentityError> {
+        let not_this_browser = || IdentityError::BrowserMismatch;
+        let sealed = base64::Engine::decode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            cookie.ok_or_else(not_this_browser)?,
+        )
+        .map_err(|_| not_this_browser())?;
+        let plaintext = store
+            .open_transient(COOKIE_PURPOSE, &sealed)
+            .map_err(|_| not_this_browser())?;
+        let attempt: LoginAttempt =
+            serde_json::from_slice(&plaintext).map_err(|_| not_this_browser())?;
+        let same_state = aws_lc_rs::constant_time::verify_slices_are_equal(
+            attempt.state.as_bytes(),
+            state.as_bytes(),
+        )
+        .is_ok();
+        if !same_state {
+            return Err(not_this_browser());
+        }
+        if attempt.expires_at <= now() {
+            return Err(fail("the sign-in expired; start again"));
+        }
+        Ok(attempt)
+    }
+
+    /// Finishes a sign-in started in this browser (`cookie` is its sign-in cookie): exchanges
+    /// the code, verifies the ID token, stores a browser session. Returns the new browser
+    /// session id and where to send the browser.
     pub async fn finish(
         &self,
         store: &dyn Store,
+        cookie: Option<&str>,
         state: &str,
         code: &str,
     ) -> Result<(String, String), IdentityError> {
-        let attempt = consent::take_login(store, state)
-            .await?
-            .ok_or_else(|| fail("unknown or expired sign-in state"))?;
+        let attempt = Self::attempt_from_cookie(store, cookie, state)?;
         let (_, token_endpoint) = self.endpoints().await?;
         let form = [
             ("grant_type", "authorization_code"),

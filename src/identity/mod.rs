@@ -11,32 +11,42 @@
 
 mod agent;
 pub mod api;
+mod bounded;
 mod consent;
+mod link;
 mod locks;
 mod login;
 mod oauth;
 mod pages;
+mod prompt;
 mod providers;
 pub mod routes;
+mod tokens;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 use rmcp::service::{Peer, RoleServer};
 
+use bounded::BoundedMap;
+use consent::now;
 pub use consent::{CONSENT_TTL_SECONDS, ConsentSession};
-use consent::{now, random_token};
 use locks::KeyedLocks;
 pub use oauth::OAuthError;
+pub use prompt::MAX_PENDING_PER_USER;
 use providers::Provider;
 
-use crate::catalog::model::{
-    ApiKeyCredential, ApiKeyLocation, Credentials, GrantType, OAuthCredential,
-};
+use crate::catalog::model::{ApiKeyLocation, Credentials};
 use crate::config::{Config, ConsentBinding};
 use crate::inbound::{Caller, KeyStore};
-use crate::vault::{Secret, Store, TokenKey, TokenRecord, VaultError};
+use crate::vault::{Secret, Store, TokenKey, VaultError};
+
+/// Client-credentials tokens cached at once (one per provider, scopes, resource and custom
+/// parameters).
+const MAX_M2M_TOKENS: usize = 1024;
+/// MCP sessions waiting for `notifications/elicitation/complete` at once.
+const MAX_WAITING_SESSIONS: usize = 10_000;
 
 /// Access tokens are refreshed this long before they expire, so a call never starts with a
 /// token that dies in flight.
@@ -58,6 +68,10 @@ pub enum IdentityError {
     /// The session belongs to another workload or user (DESIGN 3.2 invariant 4).
     #[error("the consent session was started by another {0}")]
     SessionOfAnother(&'static str),
+    /// A browser flow's callback reached a browser that did not start it (DESIGN 3.2
+    /// invariant 7).
+    #[error("this sign-in was not started in this browser")]
+    BrowserMismatch,
     /// CompleteResourceTokenAuth before the user finished at the provider.
     #[error("the user has not finished authorizing at the provider yet")]
     SessionNotAuthorized,
@@ -97,7 +111,8 @@ pub enum Credential {
 pub struct CredentialRequest<'a> {
     /// Scopes the tool needs in addition to the target's.
     pub tool_scopes: &'a [String],
-    /// RFC 8707 resource for the downstream API (an HTTP target's base URL).
+    /// RFC 8707 resource named by the request itself (the identity API's `resources`); MCP
+    /// calls leave it `None` and the credential's or provider's `resource` applies (DESIGN 2.3).
     pub resource: Option<&'a str>,
     /// `_meta` asked for a new consent even if a token exists.
     pub force_authentication: bool,
@@ -162,10 +177,12 @@ pub struct Identity {
     public_url: String,
     refresh_locks: KeyedLocks,
     /// Client-credentials tokens: not personal, re-obtainable, so kept in memory only.
-    m2m: Mutex<HashMap<String, (Secret, u64)>>,
+    m2m: Mutex<BoundedMap<String, Secret>>,
     /// Live MCP sessions waiting for a consent, by consent id (for
-    /// `notifications/elicitation/complete`).
-    waiting: Mutex<HashMap<String, Peer<RoleServer>>>,
+    /// `notifications/elicitation/complete`); an entry lives as long as its consent.
+    waiting: Mutex<BoundedMap<String, Peer<RoleServer>>>,
+    /// Each user's pending consent sessions, for the per-user cap (`prompt.rs`).
+    pending: Mutex<BoundedMap<String, prompt::Pending>>,
     login: Option<login::LoginClient>,
 }
 
@@ -200,8 +217,9 @@ impl Identity {
                 .map(|u| u.to_string()),
             public_url: config.server.public_url.clone(),
             refresh_locks: KeyedLocks::default(),
-            m2m: Mutex::new(HashMap::new()),
-            waiting: Mutex::new(HashMap::new()),
+            m2m: Mutex::new(BoundedMap::new(MAX_M2M_TOKENS)),
+            waiting: Mutex::new(BoundedMap::new(MAX_WAITING_SESSIONS)),
+            pending: Mutex::new(BoundedMap::new(prompt::MAX_TRACKED_USERS)),
             login: login::LoginClient::new(config, keys, http),
         }
     }
@@ -231,352 +249,20 @@ impl Identity {
         }
     }
 
-    /// The credential `caller` needs for a target, or a consent prompt.
-    pub async fn credential_for(
-        &self,
-        caller: &Caller,
-        credentials: &Credentials,
-        request: &CredentialRequest<'_>,
-    ) -> Result<Credential, IdentityError> {
-        match credentials {
-            Credentials::ApiKey(api_key) => self.api_key(api_key).map(Credential::Ready),
-            Credentials::Oauth(oauth) => match oauth.grant_type {
-                GrantType::ClientCredentials => self.client_credentials(oauth, request).await,
-                GrantType::AuthorizationCode => {
-                    let owner = self.owner_of(caller);
-                    self.user_token(&owner, oauth, request, &ConsentOptions::default())
-                        .await
-                }
-            },
-        }
-    }
-
-    fn api_key(&self, api_key: &ApiKeyCredential) -> Result<Injection, IdentityError> {
-        let value = self
-            .api_keys
-            .get(&api_key.provider)
-            .ok_or_else(|| IdentityError::UnknownApiKey(api_key.provider.clone()))?;
-        let value = match &api_key.prefix {
-            Some(prefix) => Secret::new(format!("{prefix}{}", value.expose())),
-            None => value.clone(),
-        };
-        Ok(Injection::ApiKey {
-            location: api_key.location,
-            name: api_key.parameter_name.clone(),
-            value,
-        })
-    }
-
-    fn scopes(
-        &self,
-        provider: &Provider,
-        oauth: &OAuthCredential,
-        tool_scopes: &[String],
-    ) -> Vec<String> {
-        let set: BTreeSet<&String> = provider
-            .config
-            .scopes
-            .iter()
-            .chain(&oauth.scopes)
-            .chain(tool_scopes)
-            .collect();
-        set.into_iter().cloned().collect()
-    }
-
-    fn resource_params(
-        &self,
-        provider: &Provider,
-        resource: Option<&str>,
-    ) -> Vec<(String, String)> {
-        match resource {
-            Some(resource) if provider.config.send_resource_indicator => {
-                vec![("resource".to_string(), resource.to_string())]
-            }
-            _ => vec![],
-        }
-    }
-
-    async fn client_credentials(
-        &self,
-        oauth: &OAuthCredential,
-        request: &CredentialRequest<'_>,
-    ) -> Result<Credential, IdentityError> {
-        let provider = self.provider(&oauth.provider)?;
-        let scopes = self.scopes(provider, oauth, request.tool_scopes);
-        let cache_key = format!(
-            "{}\n{}\n{}\n{:?}",
-            oauth.provider,
-            scopes.join(" "),
-            request.resource.unwrap_or(""),
-            oauth.custom_parameters
-        );
-        let fresh = |entry: Option<&(Secret, u64)>| {
-            entry
-                .filter(|(_, expires)| *expires > now() + REFRESH_MARGIN_SECONDS)
-                .map(|(token, _)| token.clone())
-        };
-        if let Some(token) = fresh(self.m2m.lock().get(&cache_key)) {
-            return Ok(Credential::Ready(Injection::Bearer(token)));
-        }
-        let lock = self.refresh_locks.get(&format!("m2m\n{cache_key}"));
-        let _guard = lock.lock().await;
-        if let Some(token) = fresh(self.m2m.lock().get(&cache_key)) {
-            return Ok(Credential::Ready(Injection::Bearer(token)));
-        }
-        let (_, client) = provider.resolve().await?;
-        let mut extra = self.resource_params(provider, request.resource);
-        extra.extend(
-            oauth
-                .custom_parameters
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone())),
-        );
-        let granted = client
-            .client_credentials(&scopes, &extra)
-            .await
-            .map_err(|e| provider_error(&oauth.provider, e))?;
-        let expires = now() + granted.expires_in.unwrap_or(3600);
-        self.m2m
-            .lock()
-            .insert(cache_key, (granted.access_token.clone(), expires));
-        Ok(Credential::Ready(Injection::Bearer(granted.access_token)))
-    }
-
-    /// `owner`'s token for an authorization-code credential, refreshed if needed, or a
-    /// consent prompt.
-    async fn user_token(
-        &self,
-        owner: &Owner,
-        oauth: &OAuthCredential,
-        request: &CredentialRequest<'_>,
-        options: &ConsentOptions,
-    ) -> Result<Credential, IdentityError> {
-        let provider = self.provider(&oauth.provider)?;
-        let required = self.scopes(provider, oauth, request.tool_scopes);
-        let key = owner.key(&oauth.provider);
-        let consent =
-            |scopes| self.consent(owner, provider, oauth, scopes, request.resource, options);
-        if request.force_authentication {
-            return consent(required).await;
-        }
-        let Some(record) = self.store.get_token(&key).await? else {
-            return consent(required).await;
-        };
-        if !required.iter().all(|s| record.scopes.contains(s)) {
-            // Ask for the union, so the new grant does not lose what the old one had.
-            let union: BTreeSet<String> = required
-                .into_iter()
-                .chain(record.scopes.iter().cloned())
-                .collect();
-            return consent(union.into_iter().collect()).await;
-        }
-        if is_fresh(&record) {
-            return Ok(Credential::Ready(Injection::Bearer(record.access_token)));
-        }
-        self.refresh(
-            owner,
-            provider,
-            oauth,
-            &key,
-            None,
-            required,
-            request.resource,
-            options,
-        )
-        .await
-    }
-
-    /// The downstream API answered 401 to `used`: forget that access token and refresh once.
-    /// A consent prompt comes back if refreshing is impossible.
-    pub async fn after_unauthorized(
-        &self,
-        caller: &Caller,
-        credentials: &Credentials,
-        used: &Secret,
-        request: &CredentialRequest<'_>,
-    ) -> Result<Credential, IdentityError> {
-        let Credentials::Oauth(oauth) = credentials else {
-            return Err(IdentityError::Internal(
-                "API keys cannot be refreshed".into(),
-            ));
-        };
-        if oauth.grant_type == GrantType::ClientCredentials {
-            self.m2m
-                .lock()
-                .retain(|_, (token, _)| token.expose() != used.expose());
-            return self.client_credentials(oauth, request).await;
-        }
-        let provider = self.provider(&oauth.provider)?;
-        let required = self.scopes(provider, oauth, request.tool_scopes);
-        let owner = self.owner_of(caller);
-        let key = owner.key(&oauth.provider);
-        self.refresh(
-            &owner,
-            provider,
-            oauth,
-            &key,
-            Some(used),
-            required,
-            request.resource,
-            &ConsentOptions::default(),
-        )
-        .await
-    }
-
-    /// Single-flight refresh for `key`. `rejected` is an access token the API refused: it is
-    /// treated as expired even if its `expires_at` says otherwise.
-    #[allow(clippy::too_many_arguments)]
-    async fn refresh(
-        &self,
-        owner: &Owner,
-        provider: &Provider,
-        oauth: &OAuthCredential,
-        key: &TokenKey,
-        rejected: Option<&Secret>,
-        required: Vec<String>,
-        resource: Option<&str>,
-        options: &ConsentOptions,
-    ) -> Result<Credential, IdentityError> {
-        let lock = self.refresh_locks.get(&key.to_string());
-        let _guard = lock.lock().await;
-        // Re-read under the lock: another call may have refreshed while we waited.
-        let Some(record) = self.store.get_token(key).await? else {
-            return self
-                .consent(owner, provider, oauth, required, resource, options)
-                .await;
-        };
-        let still_rejected = rejected.is_some_and(|r| r.expose() == record.access_token.expose());
-        if is_fresh(&record) && !still_rejected {
-            return Ok(Credential::Ready(Injection::Bearer(record.access_token)));
-        }
-        let Some(refresh_token) = record.refresh_token.clone() else {
-            self.store.delete_token(key).await?;
-            return self
-                .consent(owner, provider, oauth, required, resource, options)
-                .await;
-        };
-        let (_, client) = provider.resolve().await?;
-        let extra = self.resource_params(provider, resource);
-        match client.refresh(&refresh_token, &extra).await {
-            Ok(granted) => {
-                let updated = TokenRecord {
-                    access_token: granted.access_token,
-                    // RFC 6749 section 6: the provider may rotate the refresh token; if it does
-                    // not send one, the old one stays valid.
-                    refresh_token: granted.refresh_token.or(Some(refresh_token)),
-                    token_type: granted.token_type,
-                    expires_at: granted.expires_in.map(|s| now() + s),
-                    scopes: granted.scopes.unwrap_or_else(|| record.scopes.clone()),
-                    obtained_at: record.obtained_at,
-                    refreshed_at: Some(now()),
-                };
-                // Durable before use: if we crash after the provider rotated the refresh token,
-                // the new one must already be on disk (DESIGN 3.1).
-                self.store.put_token(key, &updated).await?;
-                crate::telemetry::token_refreshed(&key.provider, "ok");
-                Ok(Credential::Ready(Injection::Bearer(updated.access_token)))
-            }
-            Err(OAuthError::InvalidGrant) => {
-                crate::telemetry::token_refreshed(&key.provider, "invalid_grant");
-                // Another node may have rotated the token under us: re-read before giving up.
-                if let Some(current) = self.store.get_token(key).await?
-                    && current.refresh_token.as_ref().map(Secret::expose)
-                        != Some(refresh_token.expose())
-                    && is_fresh(&current)
-                {
-                    return Ok(Credential::Ready(Injection::Bearer(current.access_token)));
-                }
-                self.store.delete_token(key).await?;
-                self.consent(owner, provider, oauth, required, resource, options)
-                    .await
-            }
-            Err(error) => {
-                crate::telemetry::token_refreshed(&key.provider, "error");
-                Err(provider_error(&key.provider, error))
-            }
-        }
-    }
-
-    async fn consent(
-        &self,
-        owner: &Owner,
-        provider: &Provider,
-        oauth: &OAuthCredential,
-        scopes: Vec<String>,
-        resource: Option<&str>,
-        options: &ConsentOptions,
-    ) -> Result<Credential, IdentityError> {
-        let (_, client) = provider.resolve().await?;
-        let id = random_token(18);
-        let state = random_token(24);
-        let mut extra: Vec<(String, String)> = provider
-            .config
-            .extra_authorize_params
-            .iter()
-            .chain(&oauth.custom_parameters)
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        extra.extend(self.resource_params(provider, resource));
-        let authorization = client.authorization_request(&state, &scopes, &extra);
-        let created_at = now();
-        let (issuer, subject, user_key) = match &owner.user {
-            UserRef::Federated { issuer, subject } => (issuer.clone(), subject.clone(), None),
-            // No issuer: a `login`-bound connect page never matches a signed-in browser.
-            UserRef::UserId(id) => (String::new(), id.clone(), Some(owner.user.key())),
-        };
-        let return_url = options.return_url.clone().or_else(|| {
-            (self.binding == ConsentBinding::App)
-                .then(|| self.default_return_url.clone())
-                .flatten()
-        });
-        let session = ConsentSession {
-            id: id.clone(),
-            state,
-            authorization_url: authorization.url.to_string(),
-            pkce_verifier: authorization.pkce_verifier,
-            workload: owner.workload.clone(),
-            issuer,
-            subject,
-            user_key,
-            return_url,
-            custom_state: options.custom_state.clone(),
-            stage: consent::Stage::Pending,
-            keep_after_callback: options.keep_after_callback,
-            provider: oauth.provider.clone(),
-            scopes,
-            resource: resource
-                .filter(|_| provider.config.send_resource_indicator)
-                .map(str::to_string),
-            created_at,
-            expires_at: created_at + CONSENT_TTL_SECONDS,
-            browser_nonce: None,
-        };
-        consent::save_session(self.store.as_ref(), &session).await?;
-        crate::telemetry::consent_started(&oauth.provider);
-        Ok(Credential::NeedsConsent(ConsentPrompt {
-            url: format!("{}/oauth2/connect/{id}", self.public_url),
-            message: format!(
-                "This tool needs access to your {} account. Open the link to connect it (it expires in 10 minutes), then retry the call.",
-                oauth.provider
-            ),
-            provider: oauth.provider.clone(),
-            id,
-        }))
-    }
-
     /// Remembers the MCP session that asked, to tell it when the consent completes.
     pub fn await_completion(&self, consent_id: &str, peer: Peer<RoleServer>) {
         let mut waiting = self.waiting.lock();
-        if waiting.len() > 10_000 {
+        if waiting.len() >= waiting.capacity() {
             waiting.retain(|_, p| !p.is_transport_closed());
         }
-        waiting.insert(consent_id.to_string(), peer);
+        let now = now();
+        waiting.insert(consent_id.to_string(), peer, now + CONSENT_TTL_SECONDS, now);
     }
 
     /// MCP 2025-11-25 elicitation (URL mode): `notifications/elicitation/complete` to the
     /// session that triggered the consent, if it is still live.
     async fn notify_completed(&self, consent_id: &str) {
-        let peer = self.waiting.lock().remove(consent_id);
+        let peer = self.waiting.lock().remove(&consent_id.to_string());
         if let Some(peer) = peer
             && !peer.is_transport_closed()
         {
@@ -634,12 +320,6 @@ pub fn unknown_credential_references(
             })
         })
         .collect()
-}
-
-fn is_fresh(record: &TokenRecord) -> bool {
-    record
-        .expires_at
-        .is_none_or(|expires| expires > now() + REFRESH_MARGIN_SECONDS)
 }
 
 fn provider_error(provider: &str, error: OAuthError) -> IdentityError {

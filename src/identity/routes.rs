@@ -11,19 +11,23 @@ use http::{HeaderMap, HeaderValue, StatusCode};
 use serde::Deserialize;
 
 use super::consent::{self, BrowserSession, now, random_token};
+use super::link::{CallbackOutcome, CallbackRefusal, ProviderAnswer};
+use super::login::{self, LOGIN_TTL_SECONDS};
 use super::pages::{self, ConnectionRow};
 use super::{Identity, IdentityError};
 use crate::GatewayState;
 use crate::config::ConsentBinding;
-use crate::vault::{TokenKey, TokenRecord};
+use crate::vault::TokenKey;
 
 const SESSION_COOKIE: &str = "portcullis_session";
+const LOGIN_CALLBACK_PATH: &str = "/oauth2/login/callback";
+const CALLBACK_PATH: &str = "/oauth2/callback";
 
 pub fn routes() -> Router<Arc<GatewayState>> {
     Router::new()
         .route("/oauth2/connect/{id}", get(connect))
-        .route("/oauth2/callback", get(callback))
-        .route("/oauth2/login/callback", get(login_callback))
+        .route(CALLBACK_PATH, get(callback))
+        .route(LOGIN_CALLBACK_PATH, get(login_callback))
         .route("/connections", get(connections))
         .route("/connections/revoke", post(revoke))
 }
@@ -99,7 +103,9 @@ async fn browser_user(
     Some((sid.to_string(), session))
 }
 
-/// Sends the browser to sign in at the inbound IdP, returning to `return_to` afterwards.
+/// Sends the browser to sign in at the inbound IdP, returning to `return_to` afterwards. The
+/// sign-in travels in a sealed cookie of this browser (nothing is stored), checked at the
+/// callback (DESIGN 3.2 invariants 7 and 9).
 async fn sign_in(identity: &Identity, return_to: &str) -> Response {
     let Some(login) = &identity.login else {
         return pages::failure(
@@ -109,7 +115,16 @@ async fn sign_in(identity: &Identity, return_to: &str) -> Response {
         );
     };
     match login.start(identity.store().as_ref(), return_to).await {
-        Ok(url) => Redirect::to(url.as_str()).into_response(),
+        Ok((url, cookie)) => {
+            let cookie = set_cookie(
+                identity,
+                &cookie.name,
+                &cookie.value,
+                LOGIN_CALLBACK_PATH,
+                LOGIN_TTL_SECONDS,
+            );
+            with_cookie(Redirect::to(url.as_str()).into_response(), cookie)
+        }
         Err(error) => internal(&error),
     }
 }
@@ -125,8 +140,15 @@ async fn connect(
         return not_configured();
     };
     let store = identity.store().as_ref();
-    let mut session = match consent::load_session(store, &id).await {
-        Ok(Some(session)) => session,
+    let used = || {
+        pages::failure(
+            StatusCode::GONE,
+            "This link was already used",
+            "The provider already answered for this link. Start again from your application to get a new one.",
+        )
+    };
+    let loaded = match consent::load_session_record(store, &id).await {
+        Ok(Some(loaded)) => loaded,
         Ok(None) => {
             return pages::failure(
                 StatusCode::GONE,
@@ -136,19 +158,16 @@ async fn connect(
         }
         Err(error) => return internal(&error),
     };
-    if !matches!(session.stage, consent::Stage::Pending) {
-        return pages::failure(
-            StatusCode::GONE,
-            "This link was already used",
-            "The provider already answered for this link. Start again from your application to get a new one.",
-        );
+    let session = &loaded.session;
+    if !matches!(session.stage, consent::Stage::Pending) || session.origin.is_some() {
+        return used();
     }
     match identity.binding() {
         ConsentBinding::Login => match browser_user(identity, &headers).await {
             None => return sign_in(identity, &format!("/oauth2/connect/{id}")).await,
             Some((_, user)) if user.issuer != session.issuer || user.subject != session.subject => {
                 tracing::warn!(
-                    consent = %session.id, provider = %session.provider,
+                    provider = %session.provider,
                     "consent refused: the signed-in browser user is not the user who asked"
                 );
                 crate::telemetry::consent_refused("wrong_user");
@@ -168,20 +187,27 @@ async fn connect(
         ConsentBinding::App | ConsentBinding::None => {}
     }
     let nonce = random_token(18);
-    session.browser_nonce = Some(nonce.clone());
-    if let Err(error) = consent::save_session(store, &session).await {
-        return internal(&error);
+    let bound = consent::ConsentSession {
+        browser_nonce: Some(nonce.clone()),
+        ..session.clone()
+    };
+    // Compare-and-swap: a callback that consumed or advanced the session since we loaded it
+    // wins, and a used session is never brought back (issue 9, item 9).
+    match consent::swap_session(store, &loaded, &bound).await {
+        Ok(true) => {}
+        Ok(false) => return used(),
+        Err(error) => return internal(&error),
     }
-    let max_age = session.expires_at.saturating_sub(now());
+    let max_age = bound.expires_at.saturating_sub(now());
     let cookie = set_cookie(
         identity,
-        &consent_cookie_name(&session.id),
+        &consent_cookie_name(&bound.id),
         &nonce,
-        "/oauth2/callback",
+        CALLBACK_PATH,
         max_age,
     );
     with_cookie(
-        Redirect::to(&session.authorization_url).into_response(),
+        Redirect::to(&bound.authorization_url).into_response(),
         cookie,
     )
 }
@@ -196,8 +222,9 @@ struct CallbackParams {
     iss: Option<String>,
 }
 
-/// `GET /oauth2/callback`: the provider's redirect. Checks state, browser binding and issuer,
-/// exchanges the code with the PKCE verifier, and stores the token for the session's user.
+/// `GET /oauth2/callback`: the provider's redirect. Checks `state` and that this browser
+/// opened the connect URL, takes the session (single use), then hands the answer to
+/// [`Identity::finish_consent`].
 async fn callback(
     State(state): State<Arc<GatewayState>>,
     Query(params): Query<CallbackParams>,
@@ -207,30 +234,25 @@ async fn callback(
         return not_configured();
     };
     let store = identity.store().as_ref();
-    let refuse = |status, title: &str, reason: &str| {
-        crate::telemetry::consent_refused("callback");
-        tracing::warn!(title, "consent callback refused");
-        pages::failure(status, title, reason)
-    };
     let Some(oauth_state) = params
         .state
         .as_deref()
         .filter(|s| !s.is_empty() && s.len() <= 256)
     else {
-        return refuse(
-            StatusCode::BAD_REQUEST,
-            "Missing state",
-            "The provider's answer carries no `state` parameter.",
-        );
+        return refused(&CallbackRefusal {
+            status: StatusCode::BAD_REQUEST,
+            title: "Missing state",
+            reason: "The provider's answer carries no `state` parameter.".into(),
+        });
     };
     let session = match consent::session_for_state(store, oauth_state).await {
         Ok(Some(session)) => session,
         Ok(None) => {
-            return refuse(
-                StatusCode::BAD_REQUEST,
-                "Unknown or expired sign-in",
-                "This answer does not belong to a live consent (wrong, expired or already used `state`). Nothing was stored.",
-            );
+            return refused(&CallbackRefusal {
+                status: StatusCode::BAD_REQUEST,
+                title: "Unknown or expired sign-in",
+                reason: "This answer does not belong to a live consent (wrong, expired or already used `state`). Nothing was stored.".into(),
+            });
         }
         Err(error) => return internal(&error),
     };
@@ -238,20 +260,20 @@ async fn callback(
     // sent to the provider, or an attacker could inject their own authorization code.
     let expected = session.browser_nonce.as_deref();
     if expected.is_none() || cookie(&headers, &consent_cookie_name(&session.id)) != expected {
-        return refuse(
-            StatusCode::FORBIDDEN,
-            "This browser did not start this sign-in",
-            "Open the consent link again in this browser. Nothing was stored.",
-        );
+        return refused(&CallbackRefusal {
+            status: StatusCode::FORBIDDEN,
+            title: "This browser did not start this sign-in",
+            reason: "Open the consent link again in this browser. Nothing was stored.".into(),
+        });
     }
     let session = match consent::take_session(store, &session).await {
         Ok(Some(session)) => session,
         Ok(None) => {
-            return refuse(
-                StatusCode::GONE,
-                "Already used",
-                "This consent was already completed.",
-            );
+            return refused(&CallbackRefusal {
+                status: StatusCode::GONE,
+                title: "Already used",
+                reason: "This consent was already completed.".into(),
+            });
         }
         Err(error) => return internal(&error),
     };
@@ -259,168 +281,48 @@ async fn callback(
         identity,
         &consent_cookie_name(&session.id),
         "",
-        "/oauth2/callback",
+        CALLBACK_PATH,
         0,
     );
-    match finish_callback(identity, session, &params).await {
-        Ok(response) => with_cookie(response, clear),
-        Err((session, response)) => {
-            if session.keep_after_callback {
-                // Polling with the sessionUri must learn that this ended (sessionStatus FAILED).
-                let failed = consent::ConsentSession {
-                    stage: consent::Stage::Failed,
-                    ..session
-                };
-                if let Err(error) = consent::put_session(store, &failed).await {
-                    tracing::warn!(%error, "could not record the failed consent");
-                }
-            }
-            with_cookie(response, clear)
-        }
-    }
-}
-
-/// The rest of the callback, once the session is taken: the provider's answer, the code
-/// exchange, then storing (or, with `consent_binding = "app"`, holding) the token. On a
-/// refusal the session comes back with the page to show.
-async fn finish_callback(
-    identity: &Identity,
-    mut session: consent::ConsentSession,
-    params: &CallbackParams,
-) -> Result<Response, (consent::ConsentSession, Response)> {
-    let refuse = |status, title: &str, reason: &str| {
-        crate::telemetry::consent_refused("callback");
-        tracing::warn!(title, "consent callback refused");
-        pages::failure(status, title, reason)
+    let answer = ProviderAnswer {
+        code: params.code,
+        error: params.error,
+        error_description: params.error_description,
+        iss: params.iss,
     };
-    if let Some(error) = &params.error {
-        let reason = format!(
-            "{} answered {error}{}. Nothing was stored.",
-            session.provider,
-            params
-                .error_description
-                .as_deref()
-                .map(|d| format!(": {d}"))
-                .unwrap_or_default()
-        );
-        let page = refuse(
-            StatusCode::BAD_REQUEST,
-            "The provider did not grant access",
-            &reason,
-        );
-        return Err((session, page));
-    }
-    let Some(code) = params.code.as_deref() else {
-        let page = refuse(
-            StatusCode::BAD_REQUEST,
-            "Missing code",
-            "The provider's answer carries no code.",
-        );
-        return Err((session, page));
-    };
-    let Ok(provider) = identity.provider(&session.provider) else {
-        let page = refuse(
-            StatusCode::BAD_REQUEST,
-            "Unknown provider",
-            &session.provider,
-        );
-        return Err((session, page));
-    };
-    let (endpoints, client) = match provider.resolve().await {
-        Ok(resolved) => resolved,
-        Err(error) => return Err((session, internal(&error))),
-    };
-    // RFC 9207 section 2.4: a mismatching `iss` means a mix-up attack; refuse.
-    if let (Some(expected), Some(got)) = (&endpoints.issuer, &params.iss)
-        && expected.trim_end_matches('/') != got.trim_end_matches('/')
-    {
-        let page = refuse(
-            StatusCode::BAD_REQUEST,
-            "Wrong issuer",
-            "The answer came from another authorization server. Nothing was stored.",
-        );
-        return Err((session, page));
-    }
-    let extra: Vec<(String, String)> = session
-        .resource
-        .iter()
-        .map(|r| ("resource".to_string(), r.clone()))
-        .collect();
-    let granted = match client
-        .exchange_code(code, &session.pkce_verifier, &extra)
-        .await
-    {
-        Ok(granted) => granted,
-        Err(error) => {
-            let page = refuse(
-                StatusCode::BAD_GATEWAY,
-                "The provider refused the code",
-                &format!("{error}. Nothing was stored."),
-            );
-            return Err((session, page));
-        }
-    };
-    let record = TokenRecord {
-        access_token: granted.access_token,
-        refresh_token: granted.refresh_token,
-        token_type: granted.token_type,
-        expires_at: granted.expires_in.map(|s| now() + s),
-        scopes: granted.scopes.unwrap_or_else(|| session.scopes.clone()),
-        obtained_at: now(),
-        refreshed_at: None,
-    };
-    let store = identity.store().as_ref();
-    if identity.binding() == ConsentBinding::App {
-        // DESIGN 2.6 `app`: nothing is linked until the app names the same user through
-        // CompleteResourceTokenAuth; the token waits, sealed, in the session.
-        session.stage = consent::Stage::Authorized(Box::new(record));
-        if let Err(error) = consent::put_session(store, &session).await {
-            session.stage = consent::Stage::Pending;
-            return Err((session, internal(&error)));
-        }
-        tracing::info!(provider = %session.provider, consent = %session.id, "provider granted; waiting for CompleteResourceTokenAuth");
-        return Ok(back_to_app(&session).unwrap_or_else(|| {
-            pages::failure(
+    let response = match identity.finish_consent(session, &answer).await {
+        Ok(CallbackOutcome::Linked {
+            provider,
+            subject,
+            return_to,
+        }) => match return_to {
+            Some(url) => Redirect::to(url.as_str()).into_response(),
+            None => pages::linked(&provider, &subject),
+        },
+        Ok(CallbackOutcome::AwaitingApp {
+            provider,
+            completion_uri,
+            return_to,
+        }) => match return_to {
+            Some(url) => Redirect::to(url.as_str()).into_response(),
+            None => pages::failure(
                 StatusCode::OK,
                 "Almost done",
                 &format!(
-                    "{} granted access. Your application must now confirm session {} for you.",
-                    session.provider,
-                    session.session_uri()
+                    "{provider} granted access. Your application must now confirm session {completion_uri} for you."
                 ),
-            )
-        }));
-    }
-    let key = TokenKey {
-        workload: session.workload.clone(),
-        user: session.user_id(),
-        provider: session.provider.clone(),
+            ),
+        },
+        Err(refusal) => refused(&refusal),
     };
-    if let Err(error) = store.put_token(&key, &record).await {
-        return Err((session, internal(&IdentityError::Vault(error))));
-    }
-    tracing::info!(provider = %session.provider, issuer = %session.issuer, subject = %session.subject, "account linked");
-    crate::telemetry::consent_completed(&session.provider);
-    identity.notify_completed(&session.id).await;
-    if session.keep_after_callback {
-        session.stage = consent::Stage::Completed;
-        if let Err(error) = consent::put_session(store, &session).await {
-            tracing::warn!(%error, "could not record the completed consent");
-        }
-    }
-    Ok(back_to_app(&session).unwrap_or_else(|| pages::linked(&session.provider, &session.subject)))
+    with_cookie(response, clear)
 }
 
-/// The redirect to the session's return URL with `session_id` (the sessionUri) and, when
-/// the app sent one, its `customState` as `state`.
-fn back_to_app(session: &consent::ConsentSession) -> Option<Response> {
-    let mut url = url::Url::parse(session.return_url.as_deref()?).ok()?;
-    url.query_pairs_mut()
-        .append_pair("session_id", &session.session_uri());
-    if let Some(state) = &session.custom_state {
-        url.query_pairs_mut().append_pair("state", state.expose());
-    }
-    Some(Redirect::to(url.as_str()).into_response())
+/// A refused callback: counted, logged (without any parameter of the request) and shown.
+fn refused(refusal: &CallbackRefusal) -> Response {
+    crate::telemetry::consent_refused("callback");
+    tracing::warn!(title = refusal.title, "consent callback refused");
+    pages::failure(refusal.status, refusal.title, &refusal.reason)
 }
 
 #[derive(Deserialize)]
@@ -430,10 +332,13 @@ struct LoginParams {
     error: Option<String>,
 }
 
-/// `GET /oauth2/login/callback`: the inbound IdP's answer to the gateway's own sign-in.
+/// `GET /oauth2/login/callback`: the inbound IdP's answer to the gateway's own sign-in. Only
+/// the browser holding the sign-in cookie of this `state` gets signed in: a leaked callback URL
+/// signs nobody in (login CSRF, issue 9 item 1).
 async fn login_callback(
     State(state): State<Arc<GatewayState>>,
     Query(params): Query<LoginParams>,
+    headers: HeaderMap,
 ) -> Response {
     let Some(identity) = state.identity.as_ref() else {
         return not_configured();
@@ -455,8 +360,15 @@ async fn login_callback(
             "Missing state or code.",
         );
     };
-    match login
-        .finish(identity.store().as_ref(), &login_state, &code)
+    let cookie_name = login::cookie_name(&login_state);
+    let sealed = cookie_name
+        .as_deref()
+        .and_then(|name| cookie(&headers, name));
+    let clear = cookie_name
+        .as_deref()
+        .and_then(|name| set_cookie(identity, name, "", LOGIN_CALLBACK_PATH, 0));
+    let response = match login
+        .finish(identity.store().as_ref(), sealed, &login_state, &code)
         .await
     {
         Ok((sid, return_to)) => {
@@ -474,6 +386,17 @@ async fn login_callback(
             );
             with_cookie(Redirect::to(&return_to).into_response(), cookie)
         }
+        Err(error @ IdentityError::BrowserMismatch) => {
+            tracing::warn!("sign-in refused: the callback reached a browser that did not start it");
+            crate::telemetry::consent_refused("login_browser");
+            pages::failure(
+                StatusCode::FORBIDDEN,
+                "This sign-in was not started in this browser",
+                &format!(
+                    "{error}. Open the link you were given again, in this browser. Nobody was signed in."
+                ),
+            )
+        }
         Err(error) => {
             tracing::warn!(%error, "sign-in refused");
             pages::failure(
@@ -482,7 +405,8 @@ async fn login_callback(
                 &error.to_string(),
             )
         }
-    }
+    };
+    with_cookie(response, clear)
 }
 
 fn format_time(unix: Option<u64>) -> String {
@@ -507,8 +431,7 @@ async fn connections(State(state): State<Arc<GatewayState>>, headers: HeaderMap)
     let Some((_, user)) = browser_user(identity, &headers).await else {
         return sign_in(identity, "/connections").await;
     };
-    let user_id = format!("{}#{}", user.issuer, user.subject);
-    let links = match identity.store().list_tokens(Some(&user_id)).await {
+    let links = match identity.store().list_tokens(Some(&user.user_key())).await {
         Ok(links) => links,
         Err(error) => return internal(&IdentityError::Vault(error)),
     };
@@ -558,7 +481,7 @@ async fn revoke(
     }
     let key = TokenKey {
         workload: identity.workload().to_string(),
-        user: format!("{}#{}", user.issuer, user.subject),
+        user: user.user_key(),
         provider: form.provider.clone(),
     };
     match identity.store().delete_token(&key).await {

@@ -62,13 +62,26 @@ fn force_authentication(meta: &serde_json::Map<String, serde_json::Value>) -> bo
 }
 
 impl McpGateway {
-    /// DESIGN 2.6: how a client learns the consent URL depends on what it understands.
+    /// DESIGN 2.6: how a client learns the consent URL depends on what it understands. A
+    /// request for input (an `elicitation/create` in `input_required` or in a -32042 error)
+    /// only goes to a client that declared `elicitation.url` for this request (2026-07-28
+    /// per-request `_meta`) or session (2025-11-25 `initialize`); every other client gets the
+    /// `isError` form with the URL.
     fn consent_signal(
         &self,
         context: &RequestContext<RoleServer>,
         prompt: &crate::identity::ConsentPrompt,
     ) -> Result<CallToolResponse, ErrorData> {
         let version = context.protocol_version();
+        let url_elicitation = context
+            .client_capabilities()
+            .and_then(|c| c.elicitation)
+            .is_some_and(|e| e.url.is_some());
+        if !url_elicitation {
+            return Ok(CallToolResponse::Complete(
+                crate::edge::consent_tool_result(prompt),
+            ));
+        }
         if version
             .as_ref()
             .is_some_and(|v| *v >= ProtocolVersion::V_2026_07_28)
@@ -77,11 +90,7 @@ impl McpGateway {
                 crate::edge::consent_input_required(prompt),
             ));
         }
-        let url_elicitation = context
-            .client_capabilities()
-            .and_then(|c| c.elicitation)
-            .is_some_and(|e| e.url.is_some());
-        if version == Some(ProtocolVersion::V_2025_11_25) && url_elicitation {
+        if version == Some(ProtocolVersion::V_2025_11_25) {
             if let Some(identity) = self.state.pipeline.identity() {
                 identity.await_completion(&prompt.id, context.peer.clone());
             }

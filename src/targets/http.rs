@@ -21,6 +21,22 @@ use crate::identity::Injection;
 pub struct HttpReply {
     pub result: CallToolResult,
     pub status: u16,
+    /// The response's `WWW-Authenticate` challenge (RFC 6750 section 3), printable ASCII only
+    /// and bounded, so that a refused token can be explained to the caller.
+    pub challenge: Option<String>,
+}
+
+/// The longest `WWW-Authenticate` value kept for an explanation.
+const MAX_CHALLENGE_CHARS: usize = 512;
+
+fn challenge_of(headers: &http::HeaderMap) -> Option<String> {
+    let value = headers.get(http::header::WWW_AUTHENTICATE)?.to_str().ok()?;
+    let printable: String = value
+        .chars()
+        .filter(|c| c.is_ascii_graphic() || *c == ' ')
+        .take(MAX_CHALLENGE_CHARS)
+        .collect();
+    (!printable.is_empty()).then_some(printable)
 }
 
 /// RFC 3986 section 2.3 unreserved characters stay; everything else is escaped.
@@ -69,6 +85,7 @@ impl HttpInvoker {
                 }
             })?;
         let status = response.status();
+        let challenge = challenge_of(response.headers());
         let is_json = response
             .headers()
             .get(http::header::CONTENT_TYPE)
@@ -88,6 +105,7 @@ impl HttpInvoker {
         Ok(HttpReply {
             result,
             status: status.as_u16(),
+            challenge,
         })
     }
 

@@ -56,12 +56,21 @@ def test_user_federation_end_to_end_with_session_binding(gateway, agentcore):
     assert user_federation(agentcore, wat, **poll)["sessionStatus"] == "IN_PROGRESS"
 
     back = authorize_in_browser(gateway, first["authorizationUrl"], "alice-at-provider", APP_A_RETURN_URL)
-    assert back == {"session_id": session_uri, "state": "opaque-state-123"}
+    assert back["state"] == "opaque-state-123"
+    # The browser brings back a completion id of its own: whoever holds the consent URL (its
+    # sessionUri) cannot complete what this browser consented to.
+    completion = back["session_id"]
+    assert completion.startswith(SESSION_URI_PREFIX) and completion != session_uri
     # The provider answered, but nothing is linked until the app names the user.
     authorized = user_federation(agentcore, wat, **poll)
     assert authorized["sessionStatus"] == "IN_PROGRESS" and "accessToken" not in authorized
+    # The initiating session's own URI completes nothing.
+    code, _, _ = client_error(
+        lambda: agentcore.complete_resource_token_auth(sessionUri=session_uri, userIdentifier={"userToken": alice})
+    )
+    assert code == "ValidationException"
 
-    agentcore.complete_resource_token_auth(sessionUri=session_uri, userIdentifier={"userToken": alice})
+    agentcore.complete_resource_token_auth(sessionUri=completion, userIdentifier={"userToken": alice})
     token = user_federation(agentcore, wat, **poll)["accessToken"]
     claims = jwt_claims(token)
     assert claims["iss"] == gateway.downstream.issuer
@@ -69,8 +78,11 @@ def test_user_federation_end_to_end_with_session_binding(gateway, agentcore):
     assert "tools.read" in claims["scope"].split()
     # Later calls read the vault: no session, no URL.
     assert user_federation(agentcore, wat, resourceOauth2ReturnUrl=APP_A_RETURN_URL)["accessToken"] == token
-    # Completing again is harmless for the same user.
-    agentcore.complete_resource_token_auth(sessionUri=session_uri, userIdentifier={"userToken": alice})
+    # A completion id is single use.
+    code, _, status = client_error(
+        lambda: agentcore.complete_resource_token_auth(sessionUri=completion, userIdentifier={"userToken": alice})
+    )
+    assert (code, status) == ("ResourceNotFoundException", 404)
     # forceAuthentication starts a new consent even though a token exists.
     forced = user_federation(agentcore, wat, resourceOauth2ReturnUrl=APP_A_RETURN_URL, forceAuthentication=True)
     assert forced["authorizationUrl"].startswith(f"{gateway.url}/oauth2/connect/")
@@ -152,31 +164,39 @@ def test_wrong_secret_unknown_key_and_stale_date_are_refused(client_factory):
 # ---------------------------------------------------------------------------------------------
 
 
-def test_another_users_session_uri_is_refused_and_nothing_is_stored(gateway, agentcore):
+def test_another_users_completion_is_refused_burns_the_grant_and_nothing_is_stored(gateway, agentcore):
     alice, bob = gateway.user_token("alice2"), gateway.user_token("bob2")
     wat_alice = token_for_jwt(agentcore, "agent-a", alice)
     wat_bob = token_for_jwt(agentcore, "agent-a", bob)
     first = user_federation(agentcore, wat_alice, resourceOauth2ReturnUrl=APP_A_RETURN_URL)
     session_uri = first["sessionUri"]
-    authorize_in_browser(gateway, first["authorizationUrl"], "alice2-at-provider", APP_A_RETURN_URL)
+    back = authorize_in_browser(gateway, first["authorizationUrl"], "alice2-at-provider", APP_A_RETURN_URL)
+    completion = back["session_id"]
 
-    # Bob's identity cannot bind Alice's authorized session, by JWT or by a user id.
-    for identifier in ({"userToken": bob}, {"userId": "alice2"}):
+    # Bob's identity cannot bind Alice's grant, by JWT or by a user id. The first refusal
+    # burns the held token: the completion id is worthless afterwards, to anyone.
+    code, message, status = client_error(
+        lambda: agentcore.complete_resource_token_auth(sessionUri=completion, userIdentifier={"userToken": bob})
+    )
+    assert (code, status) == ("AccessDeniedException", 403), message
+    for identifier in ({"userId": "alice2"}, {"userToken": alice}):
         code, message, status = client_error(
             lambda identifier=identifier: agentcore.complete_resource_token_auth(
-                sessionUri=session_uri, userIdentifier=identifier
+                sessionUri=completion, userIdentifier=identifier
             )
         )
-        assert (code, status) == ("AccessDeniedException", 403), message
-    # Bob cannot poll it either.
+        assert (code, status) == ("ResourceNotFoundException", 404), message
+    # Bob cannot poll Alice's session either.
     code, _, _ = client_error(lambda: user_federation(agentcore, wat_bob, sessionUri=session_uri))
     assert code == "AccessDeniedException"
     # Nothing was stored for Bob: he is asked to authorize.
     assert "authorizationUrl" in user_federation(agentcore, wat_bob, resourceOauth2ReturnUrl=APP_A_RETURN_URL)
-    # Alice's session is intact.
-    assert user_federation(agentcore, wat_alice, sessionUri=session_uri)["sessionStatus"] == "IN_PROGRESS"
-    agentcore.complete_resource_token_auth(sessionUri=session_uri, userIdentifier={"userToken": alice})
-    token = user_federation(agentcore, wat_alice, sessionUri=session_uri)["accessToken"]
+    # Alice's polling learns that this consent failed; she consents again and it works.
+    assert user_federation(agentcore, wat_alice, sessionUri=session_uri)["sessionStatus"] == "FAILED"
+    again = user_federation(agentcore, wat_alice, resourceOauth2ReturnUrl=APP_A_RETURN_URL)
+    back = authorize_in_browser(gateway, again["authorizationUrl"], "alice2-at-provider", APP_A_RETURN_URL)
+    agentcore.complete_resource_token_auth(sessionUri=back["session_id"], userIdentifier={"userToken": alice})
+    token = user_federation(agentcore, wat_alice, sessionUri=again["sessionUri"])["accessToken"]
     assert jwt_claims(token)["sub"] == "alice2-at-provider"
 
 

@@ -35,12 +35,20 @@ pub struct Api {
 }
 
 async fn me(State(api): State<Api>, headers: HeaderMap) -> impl IntoResponse {
+    // RFC 6750 section 3.1, as a resource server answers a refused token.
+    let challenge = |description: &str| {
+        axum::response::AppendHeaders(vec![(
+            "www-authenticate",
+            format!("Bearer error=\"invalid_token\", error_description=\"{description}\""),
+        )])
+    };
     {
         let mut reject = api.reject_next.lock().await;
         if *reject > 0 {
             *reject -= 1;
             return (
                 StatusCode::UNAUTHORIZED,
+                challenge("token revoked"),
                 Json(json!({"error": "token revoked"})),
             );
         }
@@ -50,7 +58,11 @@ async fn me(State(api): State<Api>, headers: HeaderMap) -> impl IntoResponse {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
     else {
-        return (StatusCode::UNAUTHORIZED, Json(json!({"error": "no token"})));
+        return (
+            StatusCode::UNAUTHORIZED,
+            challenge("no token"),
+            Json(json!({"error": "no token"})),
+        );
     };
     let key = jsonwebtoken::DecodingKey::from_rsa_pem(api.public_key_pem.as_bytes()).unwrap();
     let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
@@ -63,11 +75,13 @@ async fn me(State(api): State<Api>, headers: HeaderMap) -> impl IntoResponse {
             api.seen.lock().await.push((sub.clone(), token.to_string()));
             (
                 StatusCode::OK,
+                axum::response::AppendHeaders(vec![]),
                 Json(json!({"login": sub, "scope": data.claims["scope"]})),
             )
         }
         Err(e) => (
             StatusCode::UNAUTHORIZED,
+            challenge("the token is not for this API"),
             Json(json!({"error": e.to_string()})),
         ),
     }
@@ -80,6 +94,10 @@ pub struct World {
     pub gateway: TestGateway,
     _api_task: tokio::task::JoinHandle<()>,
 }
+
+/// The API's own identifier: what it checks `aud` against, and the RFC 8707 resource the
+/// target's credential names (DESIGN 2.3). Deliberately not the API's URL.
+pub const API_RESOURCE: &str = "urn:portcullis:test-api";
 
 pub const VAULT_KEY: &str = "c2VjcmV0LXZhdWx0LWtleS0zMi1ieXRlcy1sb25nISE="; // 32 bytes, base64
 
@@ -99,6 +117,29 @@ pub async fn world_full(
     extra_toml: &str,
     files: Vec<(&str, String)>,
 ) -> World {
+    world_spec(
+        binding,
+        identity_extra,
+        extra_toml,
+        files,
+        Some(API_RESOURCE),
+    )
+    .await
+}
+
+/// A world whose target credential names no RFC 8707 resource: the provider then issues
+/// tokens for its default audience, which the API refuses.
+pub async fn world_without_resource(binding: &str) -> World {
+    world_spec(binding, "", "", vec![], None).await
+}
+
+async fn world_spec(
+    binding: &str,
+    identity_extra: &str,
+    extra_toml: &str,
+    files: Vec<(&str, String)>,
+    resource: Option<&str>,
+) -> World {
     let inbound = Idp::start().await;
     let downstream = Idp::spawn(&[]).await;
     let api = Api {
@@ -113,12 +154,16 @@ pub async fn world_full(
         .with_state(api.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let api_url = format!("http://{}/api", listener.local_addr().unwrap());
-    *api.audience.lock().await = api_url.clone();
+    *api.audience.lock().await = API_RESOURCE.to_string();
     let api_task = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
 
+    let mut oauth = json!({"provider": "downstream", "grantType": "AUTHORIZATION_CODE", "scopes": ["tools.read"]});
+    if let Some(resource) = resource {
+        oauth["resource"] = json!(resource);
+    }
     let target = json!({
         "name": "acct", "http": {"baseUrl": api_url},
-        "credentials": {"oauth": {"provider": "downstream", "grantType": "AUTHORIZATION_CODE", "scopes": ["tools.read"]}},
+        "credentials": {"oauth": oauth},
         "tools": [
             {"name": "me", "inputSchema": {"type": "object"}, "http": {"method": "GET", "path": "/me"}},
             {"name": "me_write", "inputSchema": {"type": "object"}, "http": {"method": "GET", "path": "/me"}, "scopes": ["tools.write"]}

@@ -138,6 +138,7 @@ impl From<IdentityError> for ApiError {
                 ApiError::AccessDenied(format!("sessionUri: {error}"))
             }
             error @ IdentityError::SessionNotAuthorized => ApiError::field("sessionUri", error),
+            error @ IdentityError::BrowserMismatch => ApiError::AccessDenied(error.to_string()),
             error @ (IdentityError::Provider { .. } | IdentityError::Internal(_)) => {
                 ApiError::Internal(error.to_string())
             }
