@@ -182,7 +182,8 @@ pub fn verify<'k>(
 /// The credential scope's service must be the AgentCore data plane's signing name and its
 /// region one of `regions` (when any are configured), as an AWS endpoint checks them: a
 /// signature made for `s3` or for another region is not a signature for this API (AWS SigV4
-/// documentation, "Create a credential scope"). The messages are the ones AWS answers with.
+/// documentation, "Create a credential scope"). The messages begin as AWS's do; the region
+/// one adds what this gateway accepts.
 fn check_credential_scope(
     authorization: &Authorization<'_>,
     regions: &[String],
