@@ -8,6 +8,7 @@
 mod providers;
 mod raw;
 mod validate;
+mod workloads;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -17,10 +18,13 @@ use jsonwebtoken::Algorithm;
 use url::Url;
 
 pub use providers::{
-    AccessKeyConfig, ClientAuthMethod, ConsentBinding, IdentityConfig, LoginConfig, ProviderConfig,
-    ProviderEndpoints, VaultConfig, WorkloadConfig, is_workload_name,
+    ClientAuthMethod, ConsentBinding, IdentityConfig, LoginConfig, ProviderConfig,
+    ProviderEndpoints, VaultConfig,
 };
 pub use raw::RawConfig;
+pub use workloads::{
+    AccessKeyConfig, ProviderGrant, WorkloadConfig, is_region_name, is_workload_name,
+};
 
 /// A validated configuration. Plain data; the runtime state is built from it in `lib.rs`.
 #[derive(Debug, Clone)]

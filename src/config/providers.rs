@@ -6,8 +6,11 @@ use std::path::{Path, PathBuf};
 
 use url::Url;
 
-use super::raw::{RawConfig, RawIdentity, RawProvider};
+use super::raw::{RawConfig, RawProvider};
 use super::validate::{Problems, https_or_loopback, resolve};
+use super::workloads::{
+    AccessKeyConfig, WorkloadConfig, access_keys, allowed_regions, return_urls, workloads,
+};
 use crate::vault::Secret;
 
 /// How the gateway authenticates to a token endpoint (RFC 6749 section 2.3.1).
@@ -75,40 +78,8 @@ pub struct IdentityConfig {
     pub workloads: BTreeMap<String, WorkloadConfig>,
     /// SigV4 credentials accepted by the identity API, secrets resolved.
     pub access_keys: Vec<AccessKeyConfig>,
-}
-
-/// A workload identity (AgentCore `WorkloadIdentity`): a name and the URLs its consents may
-/// return the browser to (`allowedResourceOauth2ReturnUrls`).
-#[derive(Debug, Clone)]
-pub struct WorkloadConfig {
-    pub name: String,
-    pub allowed_return_urls: Vec<Url>,
-}
-
-/// One `[[identity.access_keys]]`: an AWS-style access key pair (SigV4) and, optionally, the
-/// workloads it may act for (like an IAM policy's resource list). `Debug` redacts the secret.
-#[derive(Debug, Clone)]
-pub struct AccessKeyConfig {
-    pub access_key_id: String,
-    pub secret_access_key: Secret,
-    /// `None`: every workload.
-    pub workloads: Option<Vec<String>>,
-}
-
-impl AccessKeyConfig {
-    pub fn may_act_for(&self, workload: &str) -> bool {
-        self.workloads
-            .as_ref()
-            .is_none_or(|list| list.iter().any(|w| w == workload))
-    }
-}
-
-/// AgentCore `WorkloadIdentityNameType`: 3-255 of `[A-Za-z0-9_.-]`.
-pub fn is_workload_name(name: &str) -> bool {
-    (3..=255).contains(&name.len())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+    /// Regions a SigV4 credential scope may name (`identity.allowed_regions`); empty: any.
+    pub allowed_regions: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -487,8 +458,9 @@ pub(super) fn downstream(
     if workload.is_empty() || workload.len() > 255 || workload.contains('/') {
         problems.push("identity.workload", "1-255 characters, no `/`");
     }
-    let workloads = workloads(&raw.identity, &workload, &allowed_return_urls, problems);
-    let access_keys = access_keys(&raw.identity, base, &workloads, problems);
+    let workloads = workloads(raw, &workload, &allowed_return_urls, problems);
+    let access_keys = access_keys(raw, base, &workloads, problems);
+    let allowed_regions = allowed_regions(&raw.identity.allowed_regions, problems);
     let data_dir = resolve(base, raw.server.data_dir.as_deref().unwrap_or("data"));
     let vault = VaultConfig {
         path: raw
@@ -512,120 +484,8 @@ pub(super) fn downstream(
             login,
             workloads,
             access_keys,
+            allowed_regions,
         },
         vault,
     }
-}
-
-fn return_urls(key: &str, texts: &[String], problems: &mut Problems) -> Vec<Url> {
-    texts
-        .iter()
-        .enumerate()
-        .filter_map(|(i, text)| https_or_loopback(&format!("{key}[{i}]"), text, problems))
-        .collect()
-}
-
-/// The gateway's own workload plus `[[identity.workloads]]`, names unique.
-fn workloads(
-    raw: &RawIdentity,
-    own: &str,
-    own_urls: &[Url],
-    problems: &mut Problems,
-) -> BTreeMap<String, WorkloadConfig> {
-    let mut workloads = BTreeMap::new();
-    workloads.insert(
-        own.to_string(),
-        WorkloadConfig {
-            name: own.to_string(),
-            allowed_return_urls: own_urls.to_vec(),
-        },
-    );
-    for (i, workload) in raw.workloads.iter().enumerate() {
-        let key = format!("identity.workloads[{i}]");
-        if !is_workload_name(&workload.name) {
-            problems.push(
-                format!("{key}.name"),
-                format!(
-                    "{:?}: workload names are 3-255 of [A-Za-z0-9_.-] (AgentCore WorkloadIdentityNameType)",
-                    workload.name
-                ),
-            );
-            continue;
-        }
-        if workloads.contains_key(&workload.name) {
-            problems.push(
-                format!("{key}.name"),
-                format!(
-                    "{:?} is already defined (identity.workload is a workload too; set its return URLs in identity.allowed_return_urls)",
-                    workload.name
-                ),
-            );
-            continue;
-        }
-        let urls = return_urls(
-            &format!("{key}.allowed_return_urls"),
-            &workload.allowed_return_urls,
-            problems,
-        );
-        workloads.insert(
-            workload.name.clone(),
-            WorkloadConfig {
-                name: workload.name.clone(),
-                allowed_return_urls: urls,
-            },
-        );
-    }
-    workloads
-}
-
-/// `[[identity.access_keys]]`: unique ids, secrets read now, workload lists that name
-/// configured workloads.
-fn access_keys(
-    raw: &RawIdentity,
-    base: &Path,
-    workloads: &BTreeMap<String, WorkloadConfig>,
-    problems: &mut Problems,
-) -> Vec<AccessKeyConfig> {
-    let mut keys: Vec<AccessKeyConfig> = Vec::new();
-    for (i, access_key) in raw.access_keys.iter().enumerate() {
-        let key = format!("identity.access_keys[{i}]");
-        let id = &access_key.access_key_id;
-        // The id travels in the SigV4 credential scope, which is `/`-separated.
-        if id.is_empty() || id.len() > 128 || !id.chars().all(|c| c.is_ascii_alphanumeric()) {
-            problems.push(
-                format!("{key}.access_key_id"),
-                "1-128 letters and digits (e.g. \"AKIAPORTCULLIS0AGENT1\")",
-            );
-        } else if keys.iter().any(|k| &k.access_key_id == id) {
-            problems.push(
-                format!("{key}.access_key_id"),
-                format!("{id:?} is listed twice"),
-            );
-        }
-        if let Some(list) = &access_key.workloads {
-            for (j, name) in list.iter().enumerate() {
-                if !workloads.contains_key(name) {
-                    problems.push(
-                        format!("{key}.workloads[{j}]"),
-                        format!("{name:?} is not a configured workload (identity.workload or [[identity.workloads]])"),
-                    );
-                }
-            }
-        }
-        if let Some(secret) = read_secret(
-            &key,
-            "secret_access_key",
-            access_key.secret_access_key_env.as_deref(),
-            access_key.secret_access_key_file.as_deref(),
-            base,
-            problems,
-        ) {
-            keys.push(AccessKeyConfig {
-                access_key_id: id.clone(),
-                secret_access_key: secret,
-                workloads: access_key.workloads.clone(),
-            });
-        }
-    }
-    keys
 }

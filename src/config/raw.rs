@@ -100,6 +100,19 @@ pub struct RawIdentity {
     pub access_keys: Vec<RawAccessKey>,
     #[serde(default)]
     pub workloads: Vec<RawWorkload>,
+    /// SigV4 credential-scope regions the identity API accepts (empty: any).
+    #[serde(default)]
+    pub allowed_regions: Vec<String>,
+    /// OAuth providers (`[providers.*]` names) that the gateway's own workload may use
+    /// through the identity API (MCP tool calls are governed by target files instead).
+    #[serde(default)]
+    pub providers: Vec<String>,
+    /// `[api_keys.*]` names the gateway's own workload may read through the identity API.
+    #[serde(default)]
+    pub api_keys: Vec<String>,
+    /// Optional per provider: the only scopes the gateway's own workload may ask for.
+    #[serde(default)]
+    pub scopes: BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -108,6 +121,15 @@ pub struct RawWorkload {
     pub name: String,
     #[serde(default)]
     pub allowed_return_urls: Vec<String>,
+    /// OAuth providers (`[providers.*]` names) it may use through the identity API.
+    #[serde(default)]
+    pub providers: Vec<String>,
+    /// `[api_keys.*]` names it may read through the identity API.
+    #[serde(default)]
+    pub api_keys: Vec<String>,
+    /// Optional per provider: the only scopes it may ask for.
+    #[serde(default)]
+    pub scopes: BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]

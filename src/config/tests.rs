@@ -288,3 +288,67 @@ fn bad_workloads_and_access_keys_are_named() {
         assert!(err.contains(expected), "missing {expected:?} in {err}");
     }
 }
+
+const TWO_PROVIDERS_AND_KEYS: &str = "[providers.gh]\nvendor = \"github\"\nclient_id = \"Iv1\"\nclient_secret_file = \"secret\"\n\
+     [providers.corp]\nvendor = \"custom\"\ndiscovery_url = \"https://sso.example.com/.well-known/openid-configuration\"\nclient_id = \"c\"\nclient_secret_file = \"secret\"\n\
+     [api_keys.weather]\nkey_file = \"secret\"\n[api_keys.maps]\nkey_file = \"secret\"\n";
+
+#[test]
+fn workloads_use_only_the_providers_api_keys_and_scopes_they_declare() {
+    let config = with_secret_file(&format!(
+        "[identity]\nconsent_binding = \"app\"\nallowed_regions = [\"us-east-1\", \"eu-west-1\"]\n\
+         api_keys = [\"maps\"]\n\
+         [[identity.workloads]]\nname = \"agent-a\"\nproviders = [\"gh\", \"corp\"]\napi_keys = [\"weather\"]\n\
+         scopes = {{ gh = [\"read:user\", \"repo\"] }}\n\
+         [[identity.workloads]]\nname = \"agent-b\"\n\
+         {TWO_PROVIDERS_AND_KEYS}"
+    ))
+    .unwrap();
+    let identity = &config.identity;
+    assert_eq!(identity.allowed_regions, ["us-east-1", "eu-west-1"]);
+    let a = &identity.workloads["agent-a"];
+    let gh = a.provider("gh").unwrap();
+    assert_eq!(
+        gh.scopes_not_granted(&["repo".into(), "admin:org".into(), "read:user".into()]),
+        ["admin:org"]
+    );
+    assert_eq!(
+        a.provider("corp").unwrap().scopes,
+        None,
+        "no limit: any scopes"
+    );
+    assert!(a.may_read_api_key("weather") && !a.may_read_api_key("maps"));
+    // Deny by default: a workload without lists uses nothing.
+    let b = &identity.workloads["agent-b"];
+    assert!(b.provider("gh").is_none() && !b.may_read_api_key("weather"));
+    // The gateway's own workload takes its lists from [identity].
+    let own = &identity.workloads["portcullis"];
+    assert!(own.may_read_api_key("maps") && own.provider("gh").is_none());
+}
+
+#[test]
+fn unknown_or_repeated_grant_names_and_bad_regions_are_named_with_their_key_path() {
+    let err = with_secret_file(&format!(
+        "[identity]\nconsent_binding = \"app\"\nallowed_regions = [\"US East 1\", \"us-east-1\", \"us-east-1\"]\n\
+         providers = [\"github\"]\n\
+         [[identity.workloads]]\nname = \"agent-a\"\napi_keys = [\"weather\", \"weather\"]\n\
+         [[identity.workloads]]\nname = \"agent-b\"\nproviders = [\"nope\", \"gh\"]\napi_keys = [\"ghost\"]\n\
+         scopes = {{ corp = [\"x\"], gh = [\"ok\", \"two words\"] }}\n\
+         {TWO_PROVIDERS_AND_KEYS}"
+    ))
+    .unwrap_err()
+    .to_string();
+    for expected in [
+        "identity.allowed_regions[0]: \"US East 1\" is not an AWS region name",
+        "identity.allowed_regions[2]: \"us-east-1\" is listed twice",
+        "identity.providers[0]: \"github\" is not a configured provider (no [providers.github])",
+        "identity.workloads[0].api_keys[1]: \"weather\" is listed twice",
+        "identity.workloads[1].providers[0]: \"nope\" is not a configured provider",
+        "identity.workloads[1].api_keys[0]: \"ghost\" is not a configured API key (no [api_keys.ghost])",
+        "identity.workloads[1].scopes.corp: \"corp\" is not in identity.workloads[1].providers",
+        "identity.workloads[1].scopes.gh[1]: \"two words\" is not a scope token",
+    ] {
+        assert!(err.contains(expected), "missing {expected:?} in {err}");
+    }
+    assert!(!err.contains("identity.workloads[1].providers[1]"), "{err}");
+}

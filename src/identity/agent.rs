@@ -199,7 +199,8 @@ impl Identity {
     }
 
     /// `GetResourceApiKey`: the workload's own key in the vault's `api_keys` tree, else the
-    /// `[api_keys.<name>]` key from the config, which every workload may read.
+    /// `[api_keys.<name>]` key from the config. Whether the workload may read `name` at all
+    /// (its `api_keys` list) is the identity API's check, made before this call.
     pub async fn api_key_for(&self, workload: &str, name: &str) -> Result<Secret, IdentityError> {
         if let Some(key) = self.store.get_api_key(workload, name).await? {
             return Ok(key);

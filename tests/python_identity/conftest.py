@@ -7,8 +7,10 @@ Everything is a real process or server on 127.0.0.1:
 * ``downstream`` -- a second ``tests/idp/idp.mjs``: the OAuth provider the agents want tokens
                     for (client ``downstream-app``), like tests/support/downstream.rs.
 * ``gateway``    -- the ``portcullis`` binary (``PORTCULLIS_BIN``) with a generated config:
-                    ``consent_binding = "app"``, workloads ``agent-a`` and ``agent-b``, two access
-                    keys (one limited to ``agent-b``), the downstream provider and an API key.
+                    ``consent_binding = "app"``, workloads ``agent-a`` and ``agent-b`` (both may
+                    use the downstream provider and the API key) and ``agent-c`` (may use
+                    nothing), two access keys (one limited to ``agent-b``), signatures for
+                    ``us-east-1`` only, the downstream provider and an API key.
 
 The ``bedrock-agentcore`` SDK reads its endpoint from ``BEDROCK_AGENTCORE_DP_ENDPOINT`` when it
 is imported, so the gateway's port is chosen and the AWS environment is set here, at import
@@ -398,14 +400,23 @@ key_file = "vault.key"
 [identity]
 consent_binding = "app"
 allowed_return_urls = ["{APP_A_RETURN_URL}"]
+allowed_regions = ["{REGION}"]
 
 [[identity.workloads]]
 name = "agent-a"
 allowed_return_urls = ["{APP_A_RETURN_URL}"]
+providers = ["downstream"]
+api_keys = ["{API_KEY_NAME}"]
 
 [[identity.workloads]]
 name = "agent-b"
 allowed_return_urls = ["{APP_B_RETURN_URL}"]
+providers = ["downstream"]
+api_keys = ["{API_KEY_NAME}"]
+
+# Declares nothing: deny by default.
+[[identity.workloads]]
+name = "agent-c"
 
 [[identity.access_keys]]
 access_key_id = "{ACCESS_KEY_ID}"
@@ -487,11 +498,11 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]):
 def client_factory(gateway: Gateway):
     import boto3
 
-    def make(access_key_id: str = ACCESS_KEY_ID, secret: str = SECRET_ACCESS_KEY, **kwargs: Any):
+    def make(access_key_id: str = ACCESS_KEY_ID, secret: str = SECRET_ACCESS_KEY, region_name: str = REGION, **kwargs: Any):
         return boto3.client(
             "bedrock-agentcore",
             endpoint_url=gateway.url,
-            region_name=REGION,
+            region_name=region_name,
             aws_access_key_id=access_key_id,
             aws_secret_access_key=secret,
             **kwargs,
@@ -525,9 +536,11 @@ def client_error(call: Callable[[], Any]) -> tuple[str, str, int]:
     return response["Error"]["Code"], response["Error"].get("Message", ""), response["ResponseMetadata"]["HTTPStatusCode"]
 
 
-def raw_post(path: str, body: bytes, sign: bool = True) -> tuple[int, dict[str, str], dict[str, Any]]:
-    """POSTs ``body`` as is (signed with botocore's own SigV4 signer unless ``sign`` is false);
-    returns status, lower-cased headers and the parsed JSON body."""
+def raw_post(
+    path: str, body: bytes, sign: bool = True, service: str = "bedrock-agentcore"
+) -> tuple[int, dict[str, str], dict[str, Any]]:
+    """POSTs ``body`` as is (signed with botocore's own SigV4 signer for ``service`` unless
+    ``sign`` is false); returns status, lower-cased headers and the parsed JSON body."""
     from botocore.auth import SigV4Auth
     from botocore.awsrequest import AWSRequest
     from botocore.credentials import Credentials
@@ -535,7 +548,7 @@ def raw_post(path: str, body: bytes, sign: bool = True) -> tuple[int, dict[str, 
     headers = {"Content-Type": "application/json"}
     if sign:
         request = AWSRequest(method="POST", url=f"{GATEWAY_URL}{path}", data=body, headers=headers)
-        SigV4Auth(Credentials(ACCESS_KEY_ID, SECRET_ACCESS_KEY), "bedrock-agentcore", REGION).add_auth(request)
+        SigV4Auth(Credentials(ACCESS_KEY_ID, SECRET_ACCESS_KEY), service, REGION).add_auth(request)
         headers = dict(request.headers.items())
     connection = http.client.HTTPConnection("127.0.0.1", GATEWAY_PORT, timeout=30)
     try:

@@ -108,11 +108,28 @@ def test_api_key_from_config(agentcore):
     wat = agentcore.get_workload_access_token_for_user_id(workloadName="agent-a", userId="frank")["workloadAccessToken"]
     answer = agentcore.get_resource_api_key(workloadIdentityToken=wat, resourceCredentialProviderName=API_KEY_NAME)
     assert answer["apiKey"] == API_KEY_VALUE
+    # A name the workload does not declare is denied, whether it exists or not.
     code, message, status = client_error(
         lambda: agentcore.get_resource_api_key(workloadIdentityToken=wat, resourceCredentialProviderName="nope")
     )
-    assert (code, status) == ("ResourceNotFoundException", 404)
-    assert message.startswith("resourceCredentialProviderName:"), message
+    assert (code, status) == ("AccessDeniedException", 403)
+    assert message.startswith('workload "agent-a" may not read API key "nope"'), message
+
+
+def test_a_workload_uses_only_what_it_declares(agentcore):
+    wat = agentcore.get_workload_access_token(workloadName="agent-c")["workloadAccessToken"]
+    code, message, status = client_error(
+        lambda: agentcore.get_resource_api_key(workloadIdentityToken=wat, resourceCredentialProviderName=API_KEY_NAME)
+    )
+    assert (code, status) == ("AccessDeniedException", 403)
+    assert f'workload "agent-c" may not read API key "{API_KEY_NAME}"' in message, message
+    code, message, status = client_error(
+        lambda: agentcore.get_resource_oauth2_token(
+            workloadIdentityToken=wat, resourceCredentialProviderName=PROVIDER, scopes=SCOPES, oauth2Flow="M2M"
+        )
+    )
+    assert (code, status) == ("AccessDeniedException", 403)
+    assert f'workload "agent-c" may not use credential provider "{PROVIDER}"' in message, message
 
 
 def test_unknown_workload_is_not_found(agentcore):
@@ -157,6 +174,19 @@ def test_wrong_secret_unknown_key_and_stale_date_are_refused(client_factory):
         code, message, status = client_error(lambda: client.get_workload_access_token(workloadName="agent-a"))
     assert (code, status) == ("InvalidSignatureException", 403)
     assert message.startswith("Signature expired"), message
+
+
+def test_a_client_for_another_region_or_service_is_refused(client_factory):
+    # identity.allowed_regions = ["us-east-1"]: boto3 signs for its region_name.
+    ireland = client_factory(region_name="eu-west-1")
+    code, message, status = client_error(lambda: ireland.get_workload_access_token(workloadName="agent-a"))
+    assert (code, status) == ("InvalidSignatureException", 403)
+    assert message.startswith("Credential should be scoped to a valid region, not 'eu-west-1'."), message
+
+    # A signature made for another service is no signature for this API.
+    status, headers, body = raw_post("/identities/GetWorkloadAccessToken", b'{"workloadName":"agent-a"}', service="s3")
+    assert (status, headers["x-amzn-errortype"]) == (403, "InvalidSignatureException")
+    assert body == {"message": "Credential should be scoped to correct service: 'bedrock-agentcore'."}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 //! The six data-plane operations. Each validates its input (naming the member at fault),
-//! checks that the signing access key may act for the workload, then calls [`Identity`].
+//! checks that the signing access key may act for the workload and that the workload may use
+//! the provider or API key it names, then calls [`Identity`].
 
 use serde_json::{Value, json};
 
@@ -77,7 +78,8 @@ pub async fn run(
                 request.resource_credential_provider_name.as_ref(),
                 &wire::PROVIDER_NAME,
             )?;
-            let (token, _) = authorize(api, key, token)?;
+            let (token, workload) = authorize(api, key, token)?;
+            may_read_api_key(api, workload, name)?;
             let api_key = api.identity.api_key_for(&token.workload, name).await?;
             Ok(json!({ "apiKey": api_key.expose() }))
         }
@@ -143,6 +145,61 @@ fn authorize<'a>(
     Ok((token, workload))
 }
 
+/// Where a workload's lists are written, for messages that tell the admin what to change.
+fn declared_in(api: &IdentityApi, workload: &WorkloadConfig) -> String {
+    if workload.name == api.own_workload {
+        "[identity]".to_string()
+    } else {
+        format!("[[identity.workloads]] name = {:?}", workload.name)
+    }
+}
+
+/// GetResourceOauth2Token (`M2M` and `USER_FEDERATION`) only for a provider the workload
+/// lists in `providers`, and only for scopes its `scopes` limit allows (deny by default, as
+/// an IAM policy without the credential provider's resource denies it).
+fn may_use_provider(
+    api: &IdentityApi,
+    workload: &WorkloadConfig,
+    provider: &str,
+    scopes: &[String],
+) -> Result<(), ApiError> {
+    let grant = workload.provider(provider).ok_or_else(|| {
+        ApiError::AccessDenied(format!(
+            "workload {:?} may not use credential provider {provider:?}: it is not in the workload's providers ({})",
+            workload.name,
+            declared_in(api, workload)
+        ))
+    })?;
+    let refused = grant.scopes_not_granted(scopes);
+    if let (false, Some(allowed)) = (refused.is_empty(), &grant.scopes) {
+        let allowed: Vec<&str> = allowed.iter().map(String::as_str).collect();
+        return Err(ApiError::AccessDenied(format!(
+            "workload {:?} may not ask credential provider {provider:?} for scope(s) {}: its scopes.{provider} allows only [{}] ({})",
+            workload.name,
+            refused.join(" "),
+            allowed.join(" "),
+            declared_in(api, workload)
+        )));
+    }
+    Ok(())
+}
+
+/// GetResourceApiKey only for an API key the workload lists in `api_keys`.
+fn may_read_api_key(
+    api: &IdentityApi,
+    workload: &WorkloadConfig,
+    name: &str,
+) -> Result<(), ApiError> {
+    if workload.may_read_api_key(name) {
+        return Ok(());
+    }
+    Err(ApiError::AccessDenied(format!(
+        "workload {:?} may not read API key {name:?}: it is not in the workload's api_keys ({})",
+        workload.name,
+        declared_in(api, workload)
+    )))
+}
+
 /// The inbound rules (signature, issuer, audience, scopes, claims), as for MCP callers.
 async fn verify_user_token(
     api: &IdentityApi,
@@ -204,6 +261,7 @@ async fn resource_oauth2_token(
     let mut custom_parameters = request.custom_parameters.clone().unwrap_or_default();
     for (name, value) in &custom_parameters {
         wire::check("customParameters", name, &wire::CUSTOM_KEY)?;
+        wire::not_a_protocol_parameter(name)?;
         wire::check(
             &format!("customParameters.{name}"),
             value,
@@ -235,6 +293,7 @@ async fn resource_oauth2_token(
     }
 
     let (token, workload) = authorize(api, key, token)?;
+    may_use_provider(api, workload, provider, scopes)?;
     if !api.identity.has_provider(provider) {
         return Err(ApiError::NotFound(format!(
             "resourceCredentialProviderName: no OAuth2 credential provider {provider:?} is configured ([providers.{provider}])"

@@ -3,9 +3,11 @@
 //! `endpoint_url` pointed at the gateway.
 //!
 //! - `wire`: request shapes and the model's constraints;
-//! - `sigv4`: every request is SigV4-verified against `[[identity.access_keys]]`;
+//! - `sigv4`: every request is SigV4-verified against `[[identity.access_keys]]`, its
+//!   credential scope against the service name and `identity.allowed_regions`;
 //! - `workload_token`: the gateway-signed workload access tokens;
-//! - `handlers`: the six operations, on top of [`Identity`].
+//! - `handlers`: the six operations, on top of [`Identity`], each limited to what the
+//!   workload may use (`providers`, `api_keys`, `scopes` of its `[[identity.workloads]]`).
 //!
 //! Errors are [`ApiError`]s; `edge::identity_api_error` is the one place that turns them
 //! into restJson1 error responses (`x-amzn-ErrorType` header, `{"message"}` body).
@@ -166,6 +168,10 @@ pub struct IdentityApi {
     /// The inbound rules, for `GetWorkloadAccessTokenForJWT` and `userIdentifier.userToken`.
     verifier: Verifier,
     access_keys: Vec<AccessKeyConfig>,
+    /// `identity.workload`, whose grants are written in `[identity]`.
+    own_workload: String,
+    /// `identity.allowed_regions`: the SigV4 credential-scope regions accepted (empty: any).
+    allowed_regions: Vec<String>,
     workloads: BTreeMap<String, WorkloadConfig>,
 }
 
@@ -187,6 +193,8 @@ impl IdentityApi {
             )?,
             verifier: Verifier::new(&config.inbound, keys),
             access_keys: config.identity.access_keys.clone(),
+            own_workload: config.identity.workload.clone(),
+            allowed_regions: config.identity.allowed_regions.clone(),
             workloads: config.identity.workloads.clone(),
         }))
     }
@@ -218,13 +226,16 @@ async fn dispatch(State(state): State<Arc<GatewayState>>, request: Request) -> R
                 ))
             })?;
         let api = state.identity_api.as_deref();
-        let keys = api.map_or(&[][..], |api| api.access_keys.as_slice());
+        let accepted = sigv4::AcceptedCredentials {
+            keys: api.map_or(&[][..], |api| api.access_keys.as_slice()),
+            regions: api.map_or(&[][..], |api| api.allowed_regions.as_slice()),
+        };
         let path_and_query = parts
             .uri
             .path_and_query()
             .map_or(path.as_str(), |pq| pq.as_str());
         let key = sigv4::verify(
-            keys,
+            accepted,
             parts.method.as_str(),
             path_and_query,
             &parts.headers,

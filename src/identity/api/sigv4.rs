@@ -103,9 +103,19 @@ fn parse_authorization(value: &str) -> Result<Authorization<'_>, SigV4Error> {
     })
 }
 
-/// Verifies the request's SigV4 signature against `keys`; returns the key that signed it.
+/// Which SigV4 credentials the identity API accepts: one of `keys`, in a credential scope
+/// `<date>/<region>/bedrock-agentcore/aws4_request` whose region is one of `regions` (empty:
+/// any region, the signature still covers it).
+#[derive(Debug, Clone, Copy)]
+pub struct AcceptedCredentials<'k> {
+    pub keys: &'k [AccessKeyConfig],
+    pub regions: &'k [String],
+}
+
+/// Verifies the request's SigV4 signature and credential scope against `accepted`; returns
+/// the key that signed it.
 pub fn verify<'k>(
-    keys: &'k [AccessKeyConfig],
+    accepted: AcceptedCredentials<'k>,
     method: &str,
     path_and_query: &str,
     headers: &HeaderMap,
@@ -132,15 +142,12 @@ pub fn verify<'k>(
             "X-Amz-Date must be in the ISO 8601 basic format YYYYMMDD'T'HHMMSS'Z'".into(),
         )
     })?;
-    let key = keys
+    let key = accepted
+        .keys
         .iter()
         .find(|k| k.access_key_id == authorization.access_key_id)
         .ok_or(SigV4Error::UnknownAccessKey)?;
-    if authorization.service != SERVICE {
-        return Err(SigV4Error::Invalid(format!(
-            "Credential should be scoped to correct service: '{SERVICE}'."
-        )));
-    }
+    check_credential_scope(&authorization, accepted.regions)?;
     if !amz_date.starts_with(authorization.date) || authorization.date.len() != 8 {
         return Err(SigV4Error::Invalid(
             "Date in Credential scope does not match YYYYMMDD from ISO-8601 version of date from HTTP".into(),
@@ -170,6 +177,39 @@ pub fn verify<'k>(
         ));
     }
     Ok(key)
+}
+
+/// The credential scope's service must be the AgentCore data plane's signing name and its
+/// region one of `regions` (when any are configured), as an AWS endpoint checks them: a
+/// signature made for `s3` or for another region is not a signature for this API (AWS SigV4
+/// documentation, "Create a credential scope"). The messages begin as AWS's do; the region
+/// one adds what this gateway accepts.
+fn check_credential_scope(
+    authorization: &Authorization<'_>,
+    regions: &[String],
+) -> Result<(), SigV4Error> {
+    if authorization.service != SERVICE {
+        return Err(SigV4Error::Invalid(format!(
+            "Credential should be scoped to correct service: '{SERVICE}'."
+        )));
+    }
+    if regions.is_empty() || regions.iter().any(|r| r == authorization.region) {
+        return Ok(());
+    }
+    let accepted = regions.join(", ");
+    // Echo the region only when it looks like one: the header is the caller's text.
+    Err(SigV4Error::Invalid(
+        if crate::config::is_region_name(authorization.region) {
+            format!(
+                "Credential should be scoped to a valid region, not '{}'. This gateway accepts: {accepted}.",
+                authorization.region
+            )
+        } else {
+            format!(
+                "Credential should be scoped to a valid region. This gateway accepts: {accepted}."
+            )
+        },
+    ))
 }
 
 fn check_skew(signed_at: SystemTime, now: SystemTime) -> Result<(), SigV4Error> {

@@ -236,6 +236,58 @@ pub const RESOURCE: Rule = Rule {
     pattern: None,
 };
 
+/// Parameters of the authorization and token requests that the gateway itself sets or that
+/// define the grant (RFC 6749 sections 4.1, 4.4 and 6, RFC 7636 section 4, RFC 7521
+/// section 4.2, RFC 8693 section 2.1, RFC 8707 section 2, RFC 9101 section 5, OpenID Connect
+/// Core 3.1.2.1). As `customParameters` they would override the gateway's own values
+/// (`redirect_uri`, `state`, PKCE) or widen a grant past the workload's limits (`scope`,
+/// `resource`), so they are refused; `scopes`, `resources` and `audiences` carry the
+/// legitimate ones.
+const PROTOCOL_PARAMETERS: &[&str] = &[
+    "response_type",
+    "response_mode",
+    "client_id",
+    "client_secret",
+    "client_assertion",
+    "client_assertion_type",
+    "redirect_uri",
+    "scope",
+    "state",
+    "nonce",
+    "code",
+    "code_challenge",
+    "code_challenge_method",
+    "code_verifier",
+    "grant_type",
+    "refresh_token",
+    "username",
+    "password",
+    "assertion",
+    "subject_token",
+    "subject_token_type",
+    "actor_token",
+    "actor_token_type",
+    "requested_token_type",
+    "resource",
+    "request",
+    "request_uri",
+];
+
+/// `customParameters.<name>` must not be one of [`PROTOCOL_PARAMETERS`] (compared without
+/// case: some servers read parameter names case-insensitively).
+pub fn not_a_protocol_parameter(name: &str) -> Result<(), ApiError> {
+    if PROTOCOL_PARAMETERS
+        .iter()
+        .any(|reserved| reserved.eq_ignore_ascii_case(name))
+    {
+        return Err(ApiError::field(
+            &format!("customParameters.{name}"),
+            "is an OAuth 2.0 protocol parameter, which the gateway sets itself (use scopes, resources or audiences)",
+        ));
+    }
+    Ok(())
+}
+
 /// Checks one string member; the message names the member and the rule, never the value
 /// (members such as `userToken` are secrets).
 pub fn check<'a>(field: &str, value: &'a str, rule: &Rule) -> Result<&'a str, ApiError> {
@@ -379,6 +431,22 @@ mod tests {
         assert!(!err.contains("eyJsecret"));
         assert!(parse::<GetResourceApiKeyRequest>(b"").is_ok());
         assert!(parse::<GetResourceApiKeyRequest>(b"[1]").is_err());
+    }
+
+    #[test]
+    fn custom_parameters_cannot_set_protocol_parameters() {
+        for name in ["scope", "Redirect_URI", "state", "resource", "client_id"] {
+            let err = message(not_a_protocol_parameter(name));
+            assert!(
+                err.starts_with(&format!(
+                    "customParameters.{name}: is an OAuth 2.0 protocol parameter"
+                )),
+                "{err}"
+            );
+        }
+        for name in ["audience", "prompt", "access_type", "login_hint"] {
+            assert!(not_a_protocol_parameter(name).is_ok(), "{name}");
+        }
     }
 
     #[test]

@@ -23,11 +23,22 @@ fn keys() -> Vec<AccessKeyConfig> {
 
 /// Headers of a request to `127.0.0.1:8080` signed with `secret` at `time` for `service`.
 fn signed(secret: &str, time: SystemTime, service: &str, body: &[u8]) -> HeaderMap {
+    signed_in("us-east-1", secret, time, service, body)
+}
+
+/// As [`signed`], with the credential scope's region `region`.
+fn signed_in(
+    region: &str,
+    secret: &str,
+    time: SystemTime,
+    service: &str,
+    body: &[u8],
+) -> HeaderMap {
     let identity =
         aws_credential_types::Credentials::new("AKIDEXAMPLE", secret, None, None, "test").into();
     let params = v4::SigningParams::builder()
         .identity(&identity)
-        .region("us-east-1")
+        .region(region)
         .name(service)
         .time(time)
         .settings(SigningSettings::default())
@@ -61,7 +72,22 @@ fn signed(secret: &str, time: SystemTime, service: &str, body: &[u8]) -> HeaderM
 }
 
 fn check(headers: &HeaderMap, body: &[u8], now: SystemTime) -> Result<String, SigV4Error> {
-    verify(&keys(), "POST", PATH, headers, body, now).map(|k| k.access_key_id.clone())
+    check_in(&[], headers, body, now)
+}
+
+/// As [`check`], with `identity.allowed_regions = regions`.
+fn check_in(
+    regions: &[String],
+    headers: &HeaderMap,
+    body: &[u8],
+    now: SystemTime,
+) -> Result<String, SigV4Error> {
+    let keys = keys();
+    let accepted = AcceptedCredentials {
+        keys: &keys,
+        regions,
+    };
+    verify(accepted, "POST", PATH, headers, body, now).map(|k| k.access_key_id.clone())
 }
 
 #[test]
@@ -159,7 +185,18 @@ fn unsigned_unknown_key_and_wrong_service_are_told_apart() {
         BODY,
     );
     assert_eq!(
-        verify(&[], "POST", PATH, &headers, BODY, now).map(|_| ()),
+        verify(
+            AcceptedCredentials {
+                keys: &[],
+                regions: &[]
+            },
+            "POST",
+            PATH,
+            &headers,
+            BODY,
+            now
+        )
+        .map(|_| ()),
         Err(SigV4Error::UnknownAccessKey)
     );
     let other = signed(
@@ -179,6 +216,28 @@ fn unsigned_unknown_key_and_wrong_service_are_told_apart() {
         check(&garbled, BODY, now),
         Err(SigV4Error::Incomplete(_))
     ));
+}
+
+#[test]
+fn a_region_outside_allowed_regions_is_an_invalid_signature_and_any_region_is_the_default() {
+    let now = SystemTime::now();
+    let secret = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY";
+    let ireland = signed_in("eu-west-1", secret, now, SERVICE, BODY);
+    let only_virginia = ["us-east-1".to_string()];
+    let error = check_in(&only_virginia, &ireland, BODY, now).unwrap_err();
+    assert_eq!(
+        error,
+        SigV4Error::Invalid(
+            "Credential should be scoped to a valid region, not 'eu-west-1'. This gateway accepts: us-east-1.".into()
+        )
+    );
+    assert!(check(&ireland, BODY, now).is_ok(), "no list: any region");
+    let both = ["us-east-1".to_string(), "eu-west-1".to_string()];
+    assert!(check_in(&both, &ireland, BODY, now).is_ok());
+    // Something that is no region name is not echoed back.
+    let odd = signed_in("EU West <1>", secret, now, SERVICE, BODY);
+    let error = check_in(&only_virginia, &odd, BODY, now).unwrap_err();
+    assert!(!error.to_string().contains("EU West"), "{error}");
 }
 
 #[test]
