@@ -10,15 +10,13 @@ mod support {
     pub mod gateway;
     pub mod idp;
     pub mod mcp;
+    pub mod sigv4;
 }
 
-use std::time::SystemTime;
-
-use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
-use aws_sigv4::sign::v4;
 use serde_json::{Value, json};
 use support::downstream::{call, consent_url, text_of, world_full};
 use support::idp;
+use support::sigv4::Signer;
 
 const RETURN_URL: &str = "http://127.0.0.1:9/app/done";
 const ACCESS_KEY_ID: &str = "AKIDAPPBINDING";
@@ -26,51 +24,14 @@ const SECRET: &str = "app-binding-test-secret";
 
 /// CompleteResourceTokenAuth through the HTTP surface, signed like an AWS SDK signs it.
 async fn complete(base: &str, session_uri: &str, user_jwt: &str) -> (u16, String, Value) {
-    let url = format!("{base}/identities/CompleteResourceTokenAuth");
-    let body = serde_json::to_vec(
-        &json!({"sessionUri": session_uri, "userIdentifier": {"userToken": user_jwt}}),
-    )
-    .unwrap();
-    let host = url::Url::parse(base).unwrap();
-    let host = format!("{}:{}", host.host_str().unwrap(), host.port().unwrap());
-    let identity =
-        aws_credential_types::Credentials::new(ACCESS_KEY_ID, SECRET, None, None, "test").into();
-    let params = v4::SigningParams::builder()
-        .identity(&identity)
-        .region("us-east-1")
-        .name("bedrock-agentcore")
-        .time(SystemTime::now())
-        .settings(SigningSettings::default())
-        .build()
-        .unwrap()
-        .into();
-    let headers = [
-        ("content-type", "application/json"),
-        ("host", host.as_str()),
-    ];
-    let signable = SignableRequest::new(
-        "POST",
-        url.clone(),
-        headers.iter().copied(),
-        SignableBody::Bytes(&body),
-    )
-    .unwrap();
-    let (instructions, _) = sign(signable, &params).unwrap().into_parts();
-    let mut request = reqwest::Client::new()
-        .post(&url)
-        .header("content-type", "application/json")
-        .body(body);
-    for (name, value) in instructions.headers() {
-        request = request.header(name, value);
-    }
-    let response = request.send().await.unwrap();
-    let status = response.status().as_u16();
-    let error_type = response
-        .headers()
-        .get("x-amzn-errortype")
-        .map(|v| v.to_str().unwrap().to_string())
-        .unwrap_or_default();
-    (status, error_type, response.json().await.unwrap())
+    let answer = Signer::new(ACCESS_KEY_ID, SECRET)
+        .post(
+            base,
+            "CompleteResourceTokenAuth",
+            &json!({"sessionUri": session_uri, "userIdentifier": {"userToken": user_jwt}}),
+        )
+        .await;
+    (answer.status, answer.error_type, answer.body)
 }
 
 async fn app_world() -> support::downstream::World {
