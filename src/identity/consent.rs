@@ -1,9 +1,9 @@
 //! Consent sessions (DESIGN 2.6): single use, 10 minutes, bound to workload + user + provider +
 //! scopes, with PKCE S256 and `state` held server side (OAuth 2.0 Security BCP section 4.7).
 //!
-//! Records live in the vault's `consents` tree under three key spaces, all sealed:
-//! `<id>` the session, `state:<state>` -> id (the callback's lookup), and `browser:<sid>` for a
-//! browser signed in at the gateway. A sign-in in progress is not stored at all: it travels in
+//! Records live in the vault's `consents` tree under three typed key spaces
+//! ([`RecordKind`]), all sealed: the session by its id, its callback `state` -> id, and a
+//! browser signed in at the gateway by its session cookie. A sign-in in progress is not stored at all: it travels in
 //! a sealed cookie (`login.rs`), so unauthenticated requests write nothing (DESIGN 3.2
 //! invariant 9).
 //!
@@ -14,7 +14,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::IdentityError;
-use crate::vault::{ConsentRecord, Secret, Store, TokenRecord};
+use crate::vault::{ConsentRecord, RecordKind, Secret, Store, TokenRecord};
 
 /// RFC 9126 section 2.2 request URI form, which AgentCore uses for `sessionUri`:
 /// `urn:ietf:params:oauth:request_uri:<consent id>`.
@@ -138,6 +138,7 @@ pub fn random_token(bytes: usize) -> String {
 
 async fn put_json<T: Serialize>(
     store: &dyn Store,
+    kind: RecordKind,
     key: &str,
     value: &T,
     expires_at: u64,
@@ -145,6 +146,7 @@ async fn put_json<T: Serialize>(
     let payload = serde_json::to_vec(value).map_err(|e| IdentityError::Internal(e.to_string()))?;
     store
         .put_consent(
+            kind,
             key,
             &ConsentRecord {
                 payload,
@@ -169,7 +171,14 @@ fn parse<T: for<'de> Deserialize<'de>>(
 
 /// Writes the session record only (its `state` mapping is left as it is, or as consumed).
 pub async fn put_session(store: &dyn Store, session: &ConsentSession) -> Result<(), IdentityError> {
-    put_json(store, &session.id, session, session.expires_at).await
+    put_json(
+        store,
+        RecordKind::Consent,
+        &session.id,
+        session,
+        session.expires_at,
+    )
+    .await
 }
 
 pub async fn save_session(
@@ -179,7 +188,8 @@ pub async fn save_session(
     put_session(store, session).await?;
     put_json(
         store,
-        &format!("state:{}", session.state),
+        RecordKind::CallbackState,
+        &session.state,
         &session.id,
         session.expires_at,
     )
@@ -205,10 +215,11 @@ pub async fn load_session_record(
     store: &dyn Store,
     id: &str,
 ) -> Result<Option<Loaded>, IdentityError> {
-    if id.contains(':') {
-        return Ok(None);
-    }
-    let Some(record) = store.get_consent(id).await.map_err(IdentityError::Vault)? else {
+    let Some(record) = store
+        .get_consent(RecordKind::Consent, id)
+        .await
+        .map_err(IdentityError::Vault)?
+    else {
         return Ok(None);
     };
     let session = parse(Some(record.clone()))?;
@@ -225,6 +236,7 @@ pub async fn swap_session(
     let payload = serde_json::to_vec(next).map_err(|e| IdentityError::Internal(e.to_string()))?;
     store
         .swap_consent(
+            RecordKind::Consent,
             &loaded.session.id,
             &loaded.record,
             Some(&ConsentRecord::new(payload, next.expires_at)),
@@ -240,7 +252,7 @@ pub async fn session_for_state(
 ) -> Result<Option<ConsentSession>, IdentityError> {
     let id: Option<String> = parse(
         store
-            .get_consent(&format!("state:{state}"))
+            .get_consent(RecordKind::CallbackState, state)
             .await
             .map_err(IdentityError::Vault)?,
     )?;
@@ -257,12 +269,12 @@ pub async fn take_session(
 ) -> Result<Option<ConsentSession>, IdentityError> {
     let taken = parse(
         store
-            .take_consent(&session.id)
+            .take_consent(RecordKind::Consent, &session.id)
             .await
             .map_err(IdentityError::Vault)?,
     )?;
     let _ = store
-        .take_consent(&format!("state:{}", session.state))
+        .take_consent(RecordKind::CallbackState, &session.state)
         .await;
     Ok(taken)
 }
@@ -274,7 +286,8 @@ pub async fn save_browser(
 ) -> Result<(), IdentityError> {
     put_json(
         store,
-        &format!("browser:{sid}"),
+        RecordKind::BrowserSession,
+        sid,
         session,
         session.expires_at,
     )
@@ -287,7 +300,7 @@ pub async fn load_browser(
 ) -> Result<Option<BrowserSession>, IdentityError> {
     parse(
         store
-            .get_consent(&format!("browser:{sid}"))
+            .get_consent(RecordKind::BrowserSession, sid)
             .await
             .map_err(IdentityError::Vault)?,
     )
@@ -299,9 +312,12 @@ pub async fn withdraw_session(
     id: &str,
     state: &str,
 ) -> Result<(), IdentityError> {
-    store.take_consent(id).await.map_err(IdentityError::Vault)?;
     store
-        .take_consent(&format!("state:{state}"))
+        .take_consent(RecordKind::Consent, id)
+        .await
+        .map_err(IdentityError::Vault)?;
+    store
+        .take_consent(RecordKind::CallbackState, state)
         .await
         .map_err(IdentityError::Vault)?;
     Ok(())

@@ -21,29 +21,54 @@ async fn swap_consent_replaces_only_the_expected_record() {
     for (_dir, store) in backends() {
         let later = unix_now() + 600;
         let pending = record("pending", later);
-        store.put_consent("s", &pending).await.unwrap();
+        store
+            .put_consent(RecordKind::Consent, "s", &pending)
+            .await
+            .unwrap();
         let bound = record("bound", later);
         assert!(
             store
-                .swap_consent("s", &pending, Some(&bound))
+                .swap_consent(RecordKind::Consent, "s", &pending, Some(&bound))
                 .await
                 .unwrap()
         );
-        assert_eq!(store.get_consent("s").await.unwrap(), Some(bound.clone()));
+        assert_eq!(
+            store.get_consent(RecordKind::Consent, "s").await.unwrap(),
+            Some(bound.clone())
+        );
         // A stale copy cannot be written back over the newer one.
         let stale = record("stale", later);
         assert!(
             !store
-                .swap_consent("s", &pending, Some(&stale))
+                .swap_consent(RecordKind::Consent, "s", &pending, Some(&stale))
                 .await
                 .unwrap()
         );
-        assert_eq!(store.get_consent("s").await.unwrap(), Some(bound.clone()));
+        assert_eq!(
+            store.get_consent(RecordKind::Consent, "s").await.unwrap(),
+            Some(bound.clone())
+        );
         // Removal is a swap to nothing; afterwards nothing can be swapped back in.
-        assert!(store.swap_consent("s", &bound, None).await.unwrap());
-        assert_eq!(store.get_consent("s").await.unwrap(), None);
-        assert!(!store.swap_consent("s", &bound, Some(&bound)).await.unwrap());
-        assert_eq!(store.get_consent("s").await.unwrap(), None);
+        assert!(
+            store
+                .swap_consent(RecordKind::Consent, "s", &bound, None)
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            store.get_consent(RecordKind::Consent, "s").await.unwrap(),
+            None
+        );
+        assert!(
+            !store
+                .swap_consent(RecordKind::Consent, "s", &bound, Some(&bound))
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            store.get_consent(RecordKind::Consent, "s").await.unwrap(),
+            None
+        );
     }
 }
 
@@ -51,16 +76,32 @@ async fn swap_consent_replaces_only_the_expected_record() {
 async fn a_taken_session_is_never_brought_back_by_a_swap() {
     for (_dir, store) in backends() {
         let pending = record("pending", unix_now() + 600);
-        store.put_consent("s", &pending).await.unwrap();
-        let loaded = store.get_consent("s").await.unwrap().unwrap();
-        assert!(store.take_consent("s").await.unwrap().is_some());
+        store
+            .put_consent(RecordKind::Consent, "s", &pending)
+            .await
+            .unwrap();
+        let loaded = store
+            .get_consent(RecordKind::Consent, "s")
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            store
+                .take_consent(RecordKind::Consent, "s")
+                .await
+                .unwrap()
+                .is_some()
+        );
         assert!(
             !store
-                .swap_consent("s", &loaded, Some(&loaded))
+                .swap_consent(RecordKind::Consent, "s", &loaded, Some(&loaded))
                 .await
                 .unwrap()
         );
-        assert_eq!(store.get_consent("s").await.unwrap(), None);
+        assert_eq!(
+            store.get_consent(RecordKind::Consent, "s").await.unwrap(),
+            None
+        );
     }
 }
 
@@ -68,11 +109,14 @@ async fn a_taken_session_is_never_brought_back_by_a_swap() {
 async fn an_expired_session_cannot_be_swapped() {
     for (_dir, store) in backends() {
         let expired = record("old", unix_now() - 1);
-        store.put_consent("s", &expired).await.unwrap();
+        store
+            .put_consent(RecordKind::Consent, "s", &expired)
+            .await
+            .unwrap();
         let fresh = record("new", unix_now() + 600);
         assert!(
             !store
-                .swap_consent("s", &expired, Some(&fresh))
+                .swap_consent(RecordKind::Consent, "s", &expired, Some(&fresh))
                 .await
                 .unwrap()
         );
@@ -84,7 +128,10 @@ async fn of_concurrent_swaps_from_one_state_exactly_one_wins() {
     for (_dir, store) in backends() {
         let later = unix_now() + 600;
         let pending = record("pending", later);
-        store.put_consent("s", &pending).await.unwrap();
+        store
+            .put_consent(RecordKind::Consent, "s", &pending)
+            .await
+            .unwrap();
         let barrier = Arc::new(tokio::sync::Barrier::new(20));
         let swaps: Vec<_> = (0..20)
             .map(|i| {
@@ -92,7 +139,9 @@ async fn of_concurrent_swaps_from_one_state_exactly_one_wins() {
                 tokio::spawn(async move {
                     barrier.wait().await;
                     let next = record(&format!("by {i}"), later);
-                    store.swap_consent("s", &pending, Some(&next)).await
+                    store
+                        .swap_consent(RecordKind::Consent, "s", &pending, Some(&next))
+                        .await
                 })
             })
             .collect();
@@ -132,13 +181,44 @@ async fn consent_usage_counts_live_records() {
     for (_dir, store) in backends() {
         assert_eq!(store.consent_usage().await.unwrap(), StoreUsage::default());
         store
-            .put_consent("a", &record("x", unix_now() + 600))
+            .put_consent(RecordKind::Consent, "a", &record("x", unix_now() + 600))
             .await
             .unwrap();
         let usage = store.consent_usage().await.unwrap();
         assert_eq!(usage.records, 1);
         assert!(usage.bytes > 0);
-        store.take_consent("a").await.unwrap();
+        store.take_consent(RecordKind::Consent, "a").await.unwrap();
         assert_eq!(store.consent_usage().await.unwrap().records, 0);
+    }
+}
+
+#[tokio::test]
+async fn each_record_kind_is_its_own_key_space() {
+    for (_dir, store) in backends() {
+        let later = unix_now() + 600;
+        let kinds = [
+            RecordKind::Consent,
+            RecordKind::CallbackState,
+            RecordKind::BrowserSession,
+        ];
+        for kind in kinds {
+            let payload = record(kind.as_str(), later);
+            store.put_consent(kind, "same-id", &payload).await.unwrap();
+        }
+        for kind in kinds {
+            let stored = store.get_consent(kind, "same-id").await.unwrap().unwrap();
+            assert_eq!(stored.payload, kind.as_str().as_bytes());
+        }
+        store
+            .take_consent(RecordKind::Consent, "same-id")
+            .await
+            .unwrap();
+        assert!(
+            store
+                .get_consent(RecordKind::BrowserSession, "same-id")
+                .await
+                .unwrap()
+                .is_some()
+        );
     }
 }

@@ -110,6 +110,37 @@ pub struct TokenMeta {
     pub has_refresh_token: bool,
 }
 
+/// What a record of the consent tree is. Each kind is its own key space: an id of one kind
+/// can never name a record of another (no string prefixes to collide).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RecordKind {
+    /// A consent session, by the id of its `/oauth2/connect/<id>` URL or completion id.
+    Consent,
+    /// The provider callback's `state` -> the consent session's id.
+    CallbackState,
+    /// A browser signed in at the gateway, by its session cookie.
+    BrowserSession,
+}
+
+impl RecordKind {
+    /// The byte that starts a record key of this kind (stable: part of the stored format).
+    pub fn tag(self) -> u8 {
+        match self {
+            RecordKind::Consent => 1,
+            RecordKind::CallbackState => 2,
+            RecordKind::BrowserSession => 3,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecordKind::Consent => "consent session",
+            RecordKind::CallbackState => "callback state",
+            RecordKind::BrowserSession => "browser session",
+        }
+    }
+}
+
 /// A pending consent session (DESIGN 2.6). The vault does not interpret `payload`: the identity
 /// module serializes its session (binding, PKCE verifier, `state`) into it. It is sealed like
 /// every other value; `Debug` shows only its length, and it is zeroed on drop because it holds
@@ -211,16 +242,17 @@ pub enum VaultError {
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot open the vault database {}: {source}", .path.display())]
-    Open {
-        path: PathBuf,
-        #[source]
-        source: sled::Error,
-    },
+    /// The backend could not open its database (sled: the folder; PostgreSQL: the server).
+    #[error("cannot open the vault database {}: {reason}", .path.display())]
+    Open { path: PathBuf, reason: String },
     #[error("the vault key does not match this vault ({}): {detail}", .path.display())]
     KeyMismatch { path: PathBuf, detail: String },
-    #[error("vault storage error: {0}")]
-    Storage(#[from] sled::Error),
+    /// A read or write failed in the backend; `backend` names it (`sled`, `postgres`).
+    #[error("vault storage error ({backend}): {reason}")]
+    Storage {
+        backend: &'static str,
+        reason: String,
+    },
     /// A stored value failed to open: wrong key, tampering, or a value moved between records.
     #[error("{record} cannot be opened: {reason}")]
     Unseal { record: String, reason: String },
@@ -339,38 +371,51 @@ pub trait Store: Send + Sync + 'static {
     /// Stores a consent session under its id (the `<id>` of `/oauth2/connect/<id>`).
     ///
     /// ```
-    /// # use portcullis::vault::{ConsentRecord, Store, VaultError};
+    /// # use portcullis::vault::{ConsentRecord, RecordKind, Store, VaultError};
     /// # async fn demo(store: &dyn Store, now: u64) -> Result<(), VaultError> {
     /// let session = br#"{"user":"alice","provider":"github"}"#.to_vec();
-    /// store.put_consent("c0ffee", &ConsentRecord::new(session, now + 600)).await?;
+    /// store.put_consent(RecordKind::Consent, "c0ffee", &ConsentRecord::new(session, now + 600)).await?;
     /// # Ok(()) }
     /// ```
-    async fn put_consent(&self, id: &str, record: &ConsentRecord) -> Result<(), VaultError>;
+    async fn put_consent(
+        &self,
+        kind: RecordKind,
+        id: &str,
+        record: &ConsentRecord,
+    ) -> Result<(), VaultError>;
 
     /// The consent session `id` without consuming it; `None` if absent or expired.
     ///
     /// ```
-    /// # use portcullis::vault::{Store, VaultError};
+    /// # use portcullis::vault::{RecordKind, Store, VaultError};
     /// # async fn demo(store: &dyn Store) -> Result<(), VaultError> {
-    /// let pending = store.get_consent("c0ffee").await?.is_some();
+    /// let pending = store.get_consent(RecordKind::Consent, "c0ffee").await?.is_some();
     /// # Ok(()) }
     /// ```
-    async fn get_consent(&self, id: &str) -> Result<Option<ConsentRecord>, VaultError>;
+    async fn get_consent(
+        &self,
+        kind: RecordKind,
+        id: &str,
+    ) -> Result<Option<ConsentRecord>, VaultError>;
 
     /// Atomically removes and returns the consent session `id`: of any number of concurrent
     /// callers at most one gets it (DESIGN 3.2 invariant 4). Expired records are removed but
     /// never returned.
     ///
     /// ```
-    /// # use portcullis::vault::{Store, VaultError};
+    /// # use portcullis::vault::{RecordKind, Store, VaultError};
     /// # async fn demo(store: &dyn Store) -> Result<(), VaultError> {
-    /// let Some(session) = store.take_consent("c0ffee").await? else {
+    /// let Some(session) = store.take_consent(RecordKind::Consent, "c0ffee").await? else {
     ///     return Ok(()); // unknown, expired or already used
     /// };
     /// let payload = session.into_payload();
     /// # Ok(()) }
     /// ```
-    async fn take_consent(&self, id: &str) -> Result<Option<ConsentRecord>, VaultError>;
+    async fn take_consent(
+        &self,
+        kind: RecordKind,
+        id: &str,
+    ) -> Result<Option<ConsentRecord>, VaultError>;
 
     /// Stores the API key `name` (from `[api_keys.<name>]`) for `workload`.
     ///
@@ -402,17 +447,18 @@ pub trait Store: Send + Sync + 'static {
     /// written, when the session changed, expired or is gone.
     ///
     /// ```
-    /// # use portcullis::vault::{ConsentRecord, Store, VaultError};
+    /// # use portcullis::vault::{ConsentRecord, RecordKind, Store, VaultError};
     /// # async fn demo(store: &dyn Store, now: u64) -> Result<(), VaultError> {
-    /// let Some(loaded) = store.get_consent("c0ffee").await? else { return Ok(()) };
+    /// let Some(loaded) = store.get_consent(RecordKind::Consent, "c0ffee").await? else { return Ok(()) };
     /// let bound = ConsentRecord::new(b"{...with a browser nonce...}".to_vec(), loaded.expires_at);
-    /// if !store.swap_consent("c0ffee", &loaded, Some(&bound)).await? {
+    /// if !store.swap_consent(RecordKind::Consent, "c0ffee", &loaded, Some(&bound)).await? {
     ///     // someone else moved the session on first: show "already used"
     /// }
     /// # Ok(()) }
     /// ```
     async fn swap_consent(
         &self,
+        kind: RecordKind,
         id: &str,
         expected: &ConsentRecord,
         new: Option<&ConsentRecord>,

@@ -6,7 +6,7 @@
 //! | tree | record key | value (sealed) |
 //! |---|---|---|
 //! | `tokens` | length-prefixed `user`, `workload`, `provider` | [`TokenRecord`] as JSON |
-//! | `consents` | SHA-256 of the session id | expiry (8 bytes BE) + payload |
+//! | `consents` | the record kind's tag byte, then the SHA-256 of its id | expiry (8 bytes BE) + payload |
 //! | `api_keys` | length-prefixed `workload`, `name` | the key |
 //! | `meta` | `canary` | a fixed text proving the keyring matches the vault |
 //!
@@ -37,7 +37,8 @@ use zeroize::Zeroizing;
 use super::keyring::{Keyring, create_private_dir};
 use super::seal::{self, SealError};
 use super::{
-    ConsentRecord, Secret, Store, StoreUsage, TokenKey, TokenMeta, TokenRecord, VaultError,
+    ConsentRecord, RecordKind, Secret, Store, StoreUsage, TokenKey, TokenMeta, TokenRecord,
+    VaultError,
 };
 
 const TOKENS: &str = "tokens";
@@ -93,9 +94,9 @@ impl SledStore {
     /// call it at start-up or from `spawn_blocking` ([`super::open_vault`] does).
     pub fn open(path: &Path, keyring: Keyring) -> Result<SledStore, VaultError> {
         create_private_dir(path)?;
-        let opened = |source| VaultError::Open {
+        let opened = |source: sled::Error| VaultError::Open {
             path: path.to_path_buf(),
-            source,
+            reason: source.to_string(),
         };
         let db = sled::Config::new().path(path).open().map_err(opened)?;
         let tree = |name: &str| db.open_tree(name).map_err(opened);
@@ -267,8 +268,13 @@ impl Store for SledStore {
         .await
     }
 
-    async fn put_consent(&self, id: &str, record: &ConsentRecord) -> Result<(), VaultError> {
-        let record_key = consent_record_key(id);
+    async fn put_consent(
+        &self,
+        kind: RecordKind,
+        id: &str,
+        record: &ConsentRecord,
+    ) -> Result<(), VaultError> {
+        let record_key = consent_record_key(kind, id);
         let plaintext = record.encode();
         self.blocking(move |inner| {
             inner.seal_insert(&inner.consents, CONSENTS, &record_key, &plaintext)?;
@@ -277,8 +283,12 @@ impl Store for SledStore {
         .await
     }
 
-    async fn get_consent(&self, id: &str) -> Result<Option<ConsentRecord>, VaultError> {
-        let record_key = consent_record_key(id);
+    async fn get_consent(
+        &self,
+        kind: RecordKind,
+        id: &str,
+    ) -> Result<Option<ConsentRecord>, VaultError> {
+        let record_key = consent_record_key(kind, id);
         self.blocking(move |inner| {
             let Some(envelope) = inner.consents.get(&record_key)? else {
                 return Ok(None);
@@ -289,8 +299,12 @@ impl Store for SledStore {
         .await
     }
 
-    async fn take_consent(&self, id: &str) -> Result<Option<ConsentRecord>, VaultError> {
-        let record_key = consent_record_key(id);
+    async fn take_consent(
+        &self,
+        kind: RecordKind,
+        id: &str,
+    ) -> Result<Option<ConsentRecord>, VaultError> {
+        let record_key = consent_record_key(kind, id);
         self.blocking(move |inner| {
             // sled's remove is atomic: of concurrent takers exactly one sees the old value.
             let Some(envelope) = inner.consents.remove(&record_key)? else {
@@ -306,11 +320,12 @@ impl Store for SledStore {
 
     async fn swap_consent(
         &self,
+        kind: RecordKind,
         id: &str,
         expected: &ConsentRecord,
         new: Option<&ConsentRecord>,
     ) -> Result<bool, VaultError> {
-        let record_key = consent_record_key(id);
+        let record_key = consent_record_key(kind, id);
         let expected = expected.clone();
         let new = new.map(ConsentRecord::encode);
         self.blocking(move |inner| {
@@ -584,6 +599,17 @@ impl Inner {
     }
 }
 
+/// sled's errors become the backend-neutral [`VaultError::Storage`]; messages name files and
+/// I/O problems, never record contents.
+impl From<sled::Error> for VaultError {
+    fn from(error: sled::Error) -> VaultError {
+        VaultError::Storage {
+            backend: "sled",
+            reason: error.to_string(),
+        }
+    }
+}
+
 fn parse_token(plaintext: &[u8], key: &TokenKey) -> Result<TokenRecord, VaultError> {
     serde_json::from_slice(plaintext).map_err(|e| VaultError::corrupt(format!("token {key}"), &e))
 }
@@ -606,10 +632,12 @@ pub(super) fn api_key_record_key(workload: &str, name: &str) -> Vec<u8> {
     encode_parts(&[workload, name])
 }
 
-pub(super) fn consent_record_key(id: &str) -> Vec<u8> {
-    digest::digest(&digest::SHA256, id.as_bytes())
-        .as_ref()
-        .to_vec()
+/// The kind's tag byte, then the SHA-256 of the id (ids are bearer-like: only hashes on disk).
+pub(super) fn consent_record_key(kind: RecordKind, id: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(33);
+    key.push(kind.tag());
+    key.extend_from_slice(digest::digest(&digest::SHA256, id.as_bytes()).as_ref());
+    key
 }
 
 /// Each part as a u32 big-endian length and its bytes.

@@ -52,8 +52,8 @@ impl Fixture {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         loop {
             match SledStore::open(&self.vault, Keyring::load_file(&self.key_file)?) {
-                Err(VaultError::Open { source, .. })
-                    if source.to_string().contains("could not acquire lock")
+                Err(VaultError::Open { reason, .. })
+                    if reason.contains("could not acquire lock")
                         && std::time::Instant::now() < deadline =>
                 {
                     std::thread::yield_now();
@@ -79,12 +79,24 @@ async fn round_trip_of_tokens_consents_and_api_keys_through_dyn_store() {
     assert_eq!(store.get_token(&alice).await.unwrap(), Some(record.clone()));
 
     let consent = ConsentRecord::new(b"session payload".to_vec(), far_future());
-    store.put_consent("consent-1", &consent).await.unwrap();
+    store
+        .put_consent(RecordKind::Consent, "consent-1", &consent)
+        .await
+        .unwrap();
     assert_eq!(
-        store.get_consent("consent-1").await.unwrap(),
+        store
+            .get_consent(RecordKind::Consent, "consent-1")
+            .await
+            .unwrap(),
         Some(consent.clone())
     );
-    assert_eq!(store.get_consent("consent-2").await.unwrap(), None);
+    assert_eq!(
+        store
+            .get_consent(RecordKind::Consent, "consent-2")
+            .await
+            .unwrap(),
+        None
+    );
 
     store
         .put_api_key("portcullis", "weather", &Secret::new("wk_123"))
@@ -100,7 +112,13 @@ async fn round_trip_of_tokens_consents_and_api_keys_through_dyn_store() {
     drop(store);
     let store = fx.open().unwrap();
     assert_eq!(store.get_token(&alice).await.unwrap(), Some(record));
-    assert_eq!(store.get_consent("consent-1").await.unwrap(), Some(consent));
+    assert_eq!(
+        store
+            .get_consent(RecordKind::Consent, "consent-1")
+            .await
+            .unwrap(),
+        Some(consent)
+    );
 }
 
 #[tokio::test]
@@ -138,6 +156,7 @@ async fn a_record_copied_under_bobs_key_does_not_open() {
     // The same holds for consent sessions and API keys.
     store
         .put_consent(
+            RecordKind::Consent,
             "alices-session",
             &ConsentRecord::new(vec![1, 2, 3], far_future()),
         )
@@ -145,13 +164,21 @@ async fn a_record_copied_under_bobs_key_does_not_open() {
         .unwrap();
     let consents = store.raw_tree("consents").unwrap();
     let copied = consents
-        .get(consent_record_key("alices-session"))
+        .get(consent_record_key(RecordKind::Consent, "alices-session"))
         .unwrap()
         .unwrap();
     consents
-        .insert(consent_record_key("bobs-session"), copied)
+        .insert(
+            consent_record_key(RecordKind::Consent, "bobs-session"),
+            copied,
+        )
         .unwrap();
-    assert!(store.take_consent("bobs-session").await.is_err());
+    assert!(
+        store
+            .take_consent(RecordKind::Consent, "bobs-session")
+            .await
+            .is_err()
+    );
 
     store
         .put_api_key("w", "alice-key", &Secret::new("k"))
@@ -231,19 +258,25 @@ async fn tampered_ciphertext_is_an_error_not_a_panic() {
 
     // A tampered consent is an error for take, and purge leaves it rather than failing.
     store
-        .put_consent("c", &ConsentRecord::new(vec![7; 40], 1))
+        .put_consent(
+            RecordKind::Consent,
+            "c",
+            &ConsentRecord::new(vec![7; 40], 1),
+        )
         .await
         .unwrap();
     let consents = store.raw_tree("consents").unwrap();
     let mut value = consents
-        .get(consent_record_key("c"))
+        .get(consent_record_key(RecordKind::Consent, "c"))
         .unwrap()
         .unwrap()
         .to_vec();
     value[20] ^= 1;
-    consents.insert(consent_record_key("c"), value).unwrap();
+    consents
+        .insert(consent_record_key(RecordKind::Consent, "c"), value)
+        .unwrap();
     assert_eq!(store.purge_expired(unix_now()).await.unwrap(), 0);
-    assert!(store.take_consent("c").await.is_err());
+    assert!(store.take_consent(RecordKind::Consent, "c").await.is_err());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 8)]
@@ -251,7 +284,11 @@ async fn take_consent_is_single_use_under_50_concurrent_takers() {
     let fx = Fixture::new();
     let store: Arc<dyn Store> = Arc::new(fx.open().unwrap());
     store
-        .put_consent("once", &ConsentRecord::new(b"pkce".to_vec(), far_future()))
+        .put_consent(
+            RecordKind::Consent,
+            "once",
+            &ConsentRecord::new(b"pkce".to_vec(), far_future()),
+        )
         .await
         .unwrap();
     let barrier = Arc::new(tokio::sync::Barrier::new(50));
@@ -260,7 +297,7 @@ async fn take_consent_is_single_use_under_50_concurrent_takers() {
             let (store, barrier) = (store.clone(), barrier.clone());
             tokio::spawn(async move {
                 barrier.wait().await;
-                store.take_consent("once").await
+                store.take_consent(RecordKind::Consent, "once").await
             })
         })
         .collect();
@@ -272,8 +309,20 @@ async fn take_consent_is_single_use_under_50_concurrent_takers() {
         }
     }
     assert_eq!(winners, 1);
-    assert_eq!(store.get_consent("once").await.unwrap(), None);
-    assert_eq!(store.take_consent("once").await.unwrap(), None);
+    assert_eq!(
+        store
+            .get_consent(RecordKind::Consent, "once")
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .take_consent(RecordKind::Consent, "once")
+            .await
+            .unwrap(),
+        None
+    );
 }
 
 #[tokio::test]
@@ -282,14 +331,39 @@ async fn an_expired_consent_is_never_returned() {
     let store = fx.open().unwrap();
     let now = unix_now();
     let expired = ConsentRecord::new(b"old".to_vec(), now - 1);
-    store.put_consent("expired", &expired).await.unwrap();
     store
-        .put_consent("expires-now", &ConsentRecord::new(b"x".to_vec(), now))
+        .put_consent(RecordKind::Consent, "expired", &expired)
         .await
         .unwrap();
-    assert_eq!(store.get_consent("expired").await.unwrap(), None);
-    assert_eq!(store.get_consent("expires-now").await.unwrap(), None);
-    assert_eq!(store.take_consent("expired").await.unwrap(), None);
+    store
+        .put_consent(
+            RecordKind::Consent,
+            "expires-now",
+            &ConsentRecord::new(b"x".to_vec(), now),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .get_consent(RecordKind::Consent, "expired")
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .get_consent(RecordKind::Consent, "expires-now")
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .take_consent(RecordKind::Consent, "expired")
+            .await
+            .unwrap(),
+        None
+    );
     // Taking it removed it: not there even for a clock set back.
     assert_eq!(store.raw_tree("consents").unwrap().len(), 1);
 }
@@ -300,16 +374,35 @@ async fn purge_expired_removes_only_expired_consents() {
     let store = fx.open().unwrap();
     for (id, expires_at) in [("a", 100), ("b", 200), ("c", 300), ("d", 10_000)] {
         store
-            .put_consent(id, &ConsentRecord::new(id.as_bytes().to_vec(), expires_at))
+            .put_consent(
+                RecordKind::Consent,
+                id,
+                &ConsentRecord::new(id.as_bytes().to_vec(), expires_at),
+            )
             .await
             .unwrap();
     }
     assert_eq!(store.purge_expired(200).await.unwrap(), 2);
     assert_eq!(store.purge_expired(200).await.unwrap(), 0);
     let consents = store.raw_tree("consents").unwrap();
-    assert!(consents.get(consent_record_key("c")).unwrap().is_some());
-    assert!(consents.get(consent_record_key("d")).unwrap().is_some());
-    assert!(consents.get(consent_record_key("a")).unwrap().is_none());
+    assert!(
+        consents
+            .get(consent_record_key(RecordKind::Consent, "c"))
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        consents
+            .get(consent_record_key(RecordKind::Consent, "d"))
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        consents
+            .get(consent_record_key(RecordKind::Consent, "a"))
+            .unwrap()
+            .is_none()
+    );
 }
 
 #[tokio::test]
@@ -360,7 +453,10 @@ async fn rotation_keeps_every_record_readable_and_the_old_key_is_no_longer_neede
             .unwrap();
     }
     let consent = ConsentRecord::new(b"pending".to_vec(), far_future());
-    store.put_consent("pending", &consent).await.unwrap();
+    store
+        .put_consent(RecordKind::Consent, "pending", &consent)
+        .await
+        .unwrap();
     store
         .put_api_key("w", "weather", &Secret::new("wk"))
         .await
@@ -387,7 +483,13 @@ async fn rotation_keeps_every_record_readable_and_the_old_key_is_no_longer_neede
     // Opening with only the new key works; the old key no longer opens the vault.
     let store = fx.open().unwrap();
     assert_eq!(store.list_tokens(None).await.unwrap().len(), 20);
-    assert_eq!(store.get_consent("pending").await.unwrap(), Some(consent));
+    assert_eq!(
+        store
+            .get_consent(RecordKind::Consent, "pending")
+            .await
+            .unwrap(),
+        Some(consent)
+    );
     assert_eq!(
         store.get_api_key("w", "weather").await.unwrap(),
         Some(Secret::new("wk"))
@@ -502,6 +604,7 @@ async fn no_plaintext_secret_touches_disk() {
     }
     store
         .put_consent(
+            RecordKind::Consent,
             "c",
             &ConsentRecord::new(secrets[2].as_bytes().to_vec(), far_future()),
         )
