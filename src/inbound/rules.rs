@@ -1,4 +1,6 @@
-//! JWT verification and the admin's acceptance rules (a CUSTOM_JWT authorizer).
+//! JWT verification and the admin's acceptance rules (a CUSTOM_JWT authorizer), for access
+//! tokens and, with the same header and key rules, for the ID tokens of the gateway's own
+//! sign-in (issue 9 item 6: two copies of those rules had drifted apart).
 
 use std::collections::HashSet;
 use std::sync::Arc;
