@@ -242,3 +242,26 @@ fn validate_names_credentials_that_point_at_unconfigured_providers() {
         "{stderr}"
     );
 }
+
+/// Issue 9 item 3: with the login client id among the allowed audiences, the gateway's own ID
+/// tokens would pass as access tokens; `validate` names the key and exits 1.
+#[test]
+fn validate_refuses_the_login_client_id_as_an_allowed_audience() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = GOOD_CONFIG.replace(
+        "allowed_audiences = [\"portcullis\"]",
+        "allowed_audiences = [\"portcullis\"]\n[inbound.login]\nclient_id = \"portcullis\"\nclient_secret_file = \"login.secret\"",
+    );
+    std::fs::write(dir.path().join("portcullis.toml"), config).unwrap();
+    support::gateway::write_private(&dir.path().join("login.secret"), "s3cret");
+    write_json(&dir.path().join("targets"), "shop.json", &good_target());
+    let (code, _, stderr) = run(&["validate", "--config", "portcullis.toml"], dir.path());
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains(
+            "inbound.login.client_id: \"portcullis\" is also in inbound.allowed_audiences"
+        ),
+        "{stderr}"
+    );
+    assert!(stderr.contains("1 problem(s)"), "{stderr}");
+}

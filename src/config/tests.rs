@@ -104,6 +104,34 @@ name = "groups"
     }
 }
 
+/// Issue 9 item 3: the gateway's own ID tokens (`aud` = the login client id) must not pass as
+/// access tokens.
+#[test]
+fn the_login_client_id_among_the_allowed_audiences_is_refused_with_its_key_path() {
+    let config = |audiences: &str| {
+        format!(
+            "[inbound]\ndiscovery_url = \"https://idp.example.com/.well-known/openid-configuration\"\n\
+             allowed_audiences = {audiences}\n\
+             [inbound.login]\nclient_id = \"portcullis\"\nclient_secret_env = \"PORTCULLIS_TEST_SURELY_UNSET\"\n"
+        )
+    };
+    // The unset secret keeps both configs invalid, so `problems` lists all there are.
+    let found = problems(&config("[\"https://gw.example.com/mcp\", \"portcullis\"]"));
+    assert!(
+        found.iter().any(|p| p.starts_with(
+            "inbound.login.client_id: \"portcullis\" is also in inbound.allowed_audiences"
+        )),
+        "{found:#?}"
+    );
+    let found = problems(&config("[\"https://gw.example.com/mcp\"]"));
+    assert!(
+        !found
+            .iter()
+            .any(|p| p.starts_with("inbound.login.client_id")),
+        "{found:#?}"
+    );
+}
+
 #[test]
 fn missing_inbound_is_refused_outside_dev() {
     let found = problems("");

@@ -241,6 +241,20 @@ fn inbound_rules(raw: &RawInbound, problems: &mut Problems) -> InboundConfig {
             "must list at least one audience: MCP authorization requires tokens issued for this server (RFC 8707, RFC 9068 section 4)",
         );
     }
+    // The gateway's own ID tokens carry `aud` = the login client id (OIDC Core 1.0 section 2):
+    // were it an allowed audience, every ID token the IdP issues for the sign-in would pass as
+    // an access token for `/mcp` (issue 9 item 3).
+    if let Some(login) = &raw.login
+        && raw.allowed_audiences.contains(&login.client_id)
+    {
+        problems.push(
+            "inbound.login.client_id",
+            format!(
+                "{:?} is also in inbound.allowed_audiences: the gateway's own ID tokens (aud = this client id) would pass as access tokens; give the login client its own id, or allow the resource's audience (e.g. \"<public_url>/mcp\") instead",
+                login.client_id
+            ),
+        );
+    }
     let algorithms = match &raw.algorithms {
         None => ASYMMETRIC.to_vec(),
         Some(names) => {

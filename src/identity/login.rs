@@ -10,7 +10,6 @@
 
 use std::time::Duration;
 
-use jsonwebtoken::Validation;
 use oauth2::PkceCodeChallenge;
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -20,7 +19,7 @@ use url::Url;
 use super::IdentityError;
 use super::consent::{self, BrowserSession, now, random_token};
 use crate::config::{Config, KeySourceConfig};
-use crate::inbound::KeyStore;
+use crate::inbound::{KeyStore, Verifier};
 use crate::vault::{Secret, Store};
 
 pub const LOGIN_TTL_SECONDS: u64 = 600;
@@ -75,7 +74,8 @@ pub struct LoginClient {
     client_id: String,
     client_secret: Option<Secret>,
     redirect_uri: String,
-    keys: std::sync::Arc<KeyStore>,
+    /// The `[inbound]` rules, for ID tokens too (issue 9 item 6: one set of header/key rules).
+    verifier: Verifier,
     http: reqwest::Client,
     endpoints: OnceCell<(Url, Url)>,
 }
@@ -103,7 +103,7 @@ impl LoginClient {
             client_id: login.client_id.clone(),
             client_secret: login.client_secret.clone(),
             redirect_uri: format!("{}/oauth2/login/callback", config.server.public_url),
-            keys,
+            verifier: Verifier::new(&config.inbound, keys),
             http,
             endpoints: OnceCell::new(),
         })
@@ -267,36 +267,19 @@ impl LoginClient {
         Ok((sid, attempt.return_to))
     }
 
-    /// OIDC Core 1.0 section 3.1.3.7: signature by the issuer's keys, `iss`, `aud` contains our
-    /// client id, `exp`, and the `nonce` we sent.
+    /// OIDC Core 1.0 section 3.1.3.7: the `[inbound]` header, key and signature rules (the
+    /// algorithm allow-list, the JWK's own `alg`, exactly one key), `iss`, `aud` contains our
+    /// client id, `exp` ([`Verifier::verify_id_token`]), then the `nonce` we sent (item 11).
     async fn verify_id_token(
         &self,
         token: &str,
         nonce: &str,
     ) -> Result<Map<String, Value>, IdentityError> {
-        let header = jsonwebtoken::decode_header(token).map_err(|_| fail("malformed ID token"))?;
-        let snapshot = match header.kid.as_deref() {
-            Some(kid) if !self.keys.snapshot().by_kid.contains_key(kid) => {
-                self.keys.refresh_for_unknown_kid(kid).await
-            }
-            _ => self.keys.snapshot(),
-        };
-        let key = match header.kid.as_deref() {
-            Some(kid) => snapshot.by_kid.get(kid).cloned(),
-            None => snapshot.anonymous.first().cloned(),
-        }
-        .ok_or_else(|| fail("ID token signed with an unknown key"))?;
-        let issuer = snapshot
-            .issuer
-            .clone()
-            .ok_or_else(|| fail("issuer keys not loaded"))?;
-        let mut validation = Validation::new(header.alg);
-        validation.set_issuer(&[issuer]);
-        validation.set_audience(&[&self.client_id]);
-        validation.set_required_spec_claims(&["exp", "iss", "sub", "aud"]);
-        let claims = jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, &validation)
-            .map_err(|e| fail(format!("ID token rejected: {e}")))?
-            .claims;
+        let claims = self
+            .verifier
+            .verify_id_token(token, &self.client_id)
+            .await
+            .map_err(|e| fail(format!("ID token rejected: {e}")))?;
         if claims.get("nonce").and_then(Value::as_str) != Some(nonce) {
             return Err(fail("ID token nonce does not match"));
         }

@@ -125,6 +125,17 @@ impl KeyStore {
         }
     }
 
+    /// A store with exactly the keys of `snapshot`, for tests of the key-selection rules.
+    #[cfg(test)]
+    pub fn from_snapshot(snapshot: KeySnapshot) -> KeyStore {
+        KeyStore {
+            source: Source::Static,
+            http: reqwest::Client::new(),
+            snapshot: ArcSwap::from_pointee(snapshot),
+            last_fetch: tokio::sync::Mutex::new(None),
+        }
+    }
+
     pub fn snapshot(&self) -> Arc<KeySnapshot> {
         self.snapshot.load_full()
     }

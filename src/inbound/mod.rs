@@ -2,8 +2,8 @@
 //!
 //! The pipeline, in order: RFC 6750 header parsing, header decode, algorithm allow-list
 //! (RFC 8725 section 3.1), key lookup by `kid` in the issuer's JWKS, signature, registered
-//! claims (`iss`, `exp`/`nbf` with leeway, `aud` per RFC 9068 section 4), then the admin's
-//! client, scope and claim rules. The caller's identity is issuer + subject; the raw token is
+//! claims (`iss`, `exp`/`nbf` with leeway, `aud` per RFC 9068 section 4: present, and a string
+//! or an array of strings, one of them allowed), then the admin's client, scope and claim rules. The caller's identity is issuer + subject; the raw token is
 //! dropped here and never reaches a target (invariant 2).
 
 mod cache;

@@ -1,4 +1,6 @@
-//! JWT verification and the admin's acceptance rules (a CUSTOM_JWT authorizer).
+//! JWT verification and the admin's acceptance rules (a CUSTOM_JWT authorizer), for access
+//! tokens and, with the same header and key rules, for the ID tokens of the gateway's own
+//! sign-in (issue 9 item 6: two copies of those rules had drifted apart).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -49,11 +51,9 @@ impl Verifier {
         &self.scopes
     }
 
-    /// Verifies a compact JWS and applies every rule; `Ok` means the caller may proceed.
+    /// Verifies a compact JWS access token and applies every rule; `Ok` means the caller may
+    /// proceed.
     pub async fn verify(&self, token: &str) -> Result<Caller, AuthError> {
-        if token.len() > MAX_TOKEN_BYTES {
-            return Err(invalid("token is too large"));
-        }
         let snapshot = self.keys.snapshot();
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -62,7 +62,10 @@ impl Verifier {
         if let Some(caller) = self.verified.get(token, &snapshot, now, self.leeway) {
             return Ok(caller);
         }
-        let caller = self.verify_uncached(token).await?;
+        let claims = self
+            .signed_claims(token, |aud| self.audiences.contains(aud))
+            .await?;
+        let caller = self.caller_from(claims)?;
         // Only if no refetch replaced the key set meanwhile: an entry must never outlive the
         // keys it was checked against.
         if Arc::ptr_eq(&snapshot, &self.keys.snapshot()) {
@@ -71,7 +74,37 @@ impl Verifier {
         Ok(caller)
     }
 
-    async fn verify_uncached(&self, token: &str) -> Result<Caller, AuthError> {
+    /// Verifies an OIDC ID token for the gateway's own sign-in (OIDC Core 1.0 section
+    /// 3.1.3.7) with the same header, key and signature rules as access tokens: the algorithm
+    /// allow-list, exactly one key, `iss`, `exp`/`nbf`; `aud` must contain `client_id`, and an
+    /// `azp`, if present, must be `client_id` (items 3-5). The caller checks the `nonce`.
+    /// Scope, client and claim rules are for access tokens and do not apply.
+    pub async fn verify_id_token(
+        &self,
+        token: &str,
+        client_id: &str,
+    ) -> Result<Map<String, Value>, AuthError> {
+        let claims = self.signed_claims(token, |aud| aud == client_id).await?;
+        match claims.get("azp") {
+            None => Ok(claims),
+            Some(Value::String(azp)) if azp == client_id => Ok(claims),
+            Some(_) => Err(invalid("authorized party (azp) is not this client")),
+        }
+    }
+
+    /// The one place where a token's header picks its key, so the access-token and ID-token
+    /// paths cannot drift apart: size, algorithm allow-list (RFC 8725 section 3.1; `none` never
+    /// parses), exactly one key (the `kid`'s, or the only key published without one), the
+    /// JWK's own `alg` if it pins one (RFC 7517 section 4.4), then signature, `iss`,
+    /// `exp`/`nbf` with leeway, and an `aud` that `audience_allowed` accepts.
+    async fn signed_claims(
+        &self,
+        token: &str,
+        audience_allowed: impl Fn(&str) -> bool,
+    ) -> Result<Map<String, Value>, AuthError> {
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(invalid("token is too large"));
+        }
         let header = jsonwebtoken::decode_header(token).map_err(|_| {
             invalid("malformed JWT or unsupported algorithm (\"none\" is never accepted)")
         })?;
@@ -95,7 +128,8 @@ impl Verifier {
             .clone()
             .ok_or(AuthError::KeysUnavailable)?;
         let claims = self.decode(token, header.alg, &key, &issuer)?;
-        self.caller_from(claims)
+        check_audience(&claims, audience_allowed)?;
+        Ok(claims)
     }
 
     async fn key_for(&self, kid: Option<&str>) -> Result<Arc<VerifyKey>, AuthError> {
@@ -118,12 +152,15 @@ impl Verifier {
             None => match snapshot.anonymous.as_slice() {
                 [only] => Ok(only.clone()),
                 _ => Err(invalid(
-                    "token has no kid and the issuer publishes no single key",
+                    "token has no kid and the issuer publishes no single key without one",
                 )),
             },
         }
     }
 
+    /// Signature and the registered claims jsonwebtoken checks well. `aud` is left to
+    /// [`check_audience`]: jsonwebtoken skips it when the claim is absent or not a string /
+    /// array of strings.
     fn decode(
         &self,
         token: &str,
@@ -136,8 +173,7 @@ impl Verifier {
         validation.validate_nbf = true;
         validation.set_issuer(&[issuer]);
         validation.set_required_spec_claims(&["exp", "iss", "sub"]);
-        validation.aud = Some(self.audiences.clone());
-        validation.validate_aud = true;
+        validation.validate_aud = false;
         jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, &validation)
             .map(|data| data.claims)
             .map_err(|e| {
@@ -145,7 +181,6 @@ impl Verifier {
                     ErrorKind::ExpiredSignature => "token has expired".to_string(),
                     ErrorKind::ImmatureSignature => "token is not valid yet (nbf)".to_string(),
                     ErrorKind::InvalidIssuer => "issuer is not accepted".to_string(),
-                    ErrorKind::InvalidAudience => "audience is not accepted".to_string(),
                     ErrorKind::InvalidSignature => "signature does not verify".to_string(),
                     ErrorKind::MissingRequiredClaim(claim) => {
                         format!("required claim {claim:?} is missing")
@@ -195,6 +230,34 @@ impl Verifier {
     }
 }
 
+/// RFC 7519 section 4.1.3: `aud` is a string or an array of strings; RFC 9068 section 4 and
+/// OIDC Core 1.0 section 3.1.3.7 item 3: it must be present and name us. Anything else, an
+/// array with a single non-string member included, is refused as a whole rather than
+/// half-read. The reasons name the problem, never the values.
+fn check_audience(
+    claims: &Map<String, Value>,
+    audience_allowed: impl Fn(&str) -> bool,
+) -> Result<(), AuthError> {
+    let shape = || invalid("audience claim must be a string or an array of strings");
+    let allowed = match claims.get("aud") {
+        None => return Err(invalid("audience claim is missing")),
+        Some(Value::String(aud)) => audience_allowed(aud),
+        Some(Value::Array(items)) => {
+            let mut allowed = false;
+            for item in items {
+                allowed |= audience_allowed(item.as_str().ok_or_else(shape)?);
+            }
+            allowed
+        }
+        Some(_) => return Err(shape()),
+    };
+    if allowed {
+        Ok(())
+    } else {
+        Err(invalid("audience is not accepted"))
+    }
+}
+
 fn invalid(reason: impl Into<String>) -> AuthError {
     AuthError::InvalidToken(reason.into())
 }
@@ -230,25 +293,4 @@ fn rule_holds(rule: &ClaimRule, value: Option<&Value>) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn scopes_come_from_scope_string_and_scp_array() {
-        let claims = json!({"scope": "a b", "scp": ["c"]});
-        assert_eq!(scopes_of(claims.as_object().unwrap()), ["a", "b", "c"]);
-    }
-
-    #[test]
-    fn contains_any_matches_arrays_and_space_separated_strings() {
-        let rule = ClaimRule {
-            name: "groups".into(),
-            check: ClaimCheck::ContainsAny(vec![json!("eng")]),
-        };
-        assert!(rule_holds(&rule, Some(&json!(["ops", "eng"]))));
-        assert!(rule_holds(&rule, Some(&json!("ops eng"))));
-        assert!(!rule_holds(&rule, Some(&json!(["ops"]))));
-        assert!(!rule_holds(&rule, None));
-    }
-}
+mod tests;
