@@ -11,15 +11,15 @@
 mod support {
     pub mod browser;
     pub mod gateway;
-    pub mod identity_api;
     pub mod idp;
+    pub mod sigv4;
 }
 
 use serde_json::{Value, json};
 use support::browser::Browser;
 use support::gateway::{Setup, TestGateway, initialize_body, post_mcp};
-use support::identity_api::{self, ApiAnswer};
 use support::idp::{self, Idp};
+use support::sigv4::{Answer as ApiAnswer, Signer};
 
 const ACCESS_KEY_ID: &str = "AKIDTOKENRULES";
 const SECRET: &str = "token-rules-test-secret";
@@ -97,25 +97,23 @@ fn good_audiences(gateway: &TestGateway) -> Vec<(&'static str, Value)> {
 }
 
 async fn workload_token_for_jwt(gateway: &TestGateway, user_token: &str) -> ApiAnswer {
-    identity_api::post(
-        &gateway.base,
-        "GetWorkloadAccessTokenForJWT",
-        &json!({"workloadName": WORKLOAD, "userToken": user_token}),
-        ACCESS_KEY_ID,
-        SECRET,
-    )
-    .await
+    Signer::new(ACCESS_KEY_ID, SECRET)
+        .post(
+            &gateway.base,
+            "GetWorkloadAccessTokenForJWT",
+            &json!({"workloadName": WORKLOAD, "userToken": user_token}),
+        )
+        .await
 }
 
 async fn complete_with_user_token(gateway: &TestGateway, user_token: &str) -> ApiAnswer {
-    identity_api::post(
-        &gateway.base,
-        "CompleteResourceTokenAuth",
-        &json!({"sessionUri": NO_SUCH_SESSION, "userIdentifier": {"userToken": user_token}}),
-        ACCESS_KEY_ID,
-        SECRET,
-    )
-    .await
+    Signer::new(ACCESS_KEY_ID, SECRET)
+        .post(
+            &gateway.base,
+            "CompleteResourceTokenAuth",
+            &json!({"sessionUri": NO_SUCH_SESSION, "userIdentifier": {"userToken": user_token}}),
+        )
+        .await
 }
 
 fn assert_unauthorized(answer: &ApiAnswer, field: &str, reason: &str, token: &str, case: &str) {
