@@ -22,6 +22,8 @@ mod prompt;
 mod providers;
 pub mod routes;
 mod tokens;
+#[cfg(test)]
+mod tokens_tests;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -221,6 +223,28 @@ impl Identity {
             waiting: Mutex::new(BoundedMap::new(MAX_WAITING_SESSIONS)),
             pending: Mutex::new(BoundedMap::new(prompt::MAX_TRACKED_USERS)),
             login: login::LoginClient::new(config, keys, http),
+        }
+    }
+
+    /// An identity with the given providers and no sign-in client, for unit tests.
+    #[cfg(test)]
+    fn for_tests(store: Arc<dyn Store>, providers: Vec<Provider>) -> Identity {
+        Identity {
+            store,
+            providers: providers
+                .into_iter()
+                .map(|p| (p.config.name.clone(), p))
+                .collect(),
+            api_keys: BTreeMap::new(),
+            workload: "portcullis".into(),
+            binding: ConsentBinding::Login,
+            default_return_url: None,
+            public_url: "https://gw.example.com".into(),
+            refresh_locks: KeyedLocks::default(),
+            m2m: Mutex::new(BoundedMap::new(MAX_M2M_TOKENS)),
+            waiting: Mutex::new(BoundedMap::new(MAX_WAITING_SESSIONS)),
+            pending: Mutex::new(BoundedMap::new(prompt::MAX_TRACKED_USERS)),
+            login: None,
         }
     }
 

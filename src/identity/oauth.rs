@@ -52,6 +52,42 @@ pub struct AuthorizationRequest {
     pub pkce_verifier: Secret,
 }
 
+/// A provider's authorization and token endpoints, as the flows see them. The one real
+/// implementation is [`OAuthClient`]; unit tests script one, so that refresh, rotation,
+/// `invalid_grant` and consent logic are tested without a live authorization server.
+#[async_trait::async_trait]
+pub trait TokenEndpoint: Send + Sync {
+    /// The authorization URL for `state`, with a fresh PKCE S256 challenge.
+    fn authorization_request(
+        &self,
+        state: &str,
+        scopes: &[String],
+        extra: &[(String, String)],
+    ) -> AuthorizationRequest;
+
+    /// RFC 6749 section 4.1.3 with the RFC 7636 `code_verifier`.
+    async fn exchange_code(
+        &self,
+        code: &str,
+        pkce_verifier: &Secret,
+        extra: &[(String, String)],
+    ) -> Result<Granted, OAuthError>;
+
+    /// RFC 6749 section 4.4.
+    async fn client_credentials(
+        &self,
+        scopes: &[String],
+        extra: &[(String, String)],
+    ) -> Result<Granted, OAuthError>;
+
+    /// RFC 6749 section 6.
+    async fn refresh(
+        &self,
+        refresh_token: &Secret,
+        extra: &[(String, String)],
+    ) -> Result<Granted, OAuthError>;
+}
+
 pub struct OAuthClient {
     client: Client,
     http: Http,
@@ -99,9 +135,12 @@ impl OAuthClient {
             http: Http(http),
         })
     }
+}
 
+#[async_trait::async_trait]
+impl TokenEndpoint for OAuthClient {
     /// The authorization URL for `state`, with a fresh PKCE S256 challenge.
-    pub fn authorization_request(
+    fn authorization_request(
         &self,
         state: &str,
         scopes: &[String],
@@ -124,7 +163,7 @@ impl OAuthClient {
         }
     }
 
-    pub async fn exchange_code(
+    async fn exchange_code(
         &self,
         code: &str,
         pkce_verifier: &Secret,
@@ -140,7 +179,7 @@ impl OAuthClient {
         granted(request.request_async(&self.http).await)
     }
 
-    pub async fn client_credentials(
+    async fn client_credentials(
         &self,
         scopes: &[String],
         extra: &[(String, String)],
@@ -155,7 +194,7 @@ impl OAuthClient {
         granted(request.request_async(&self.http).await)
     }
 
-    pub async fn refresh(
+    async fn refresh(
         &self,
         refresh_token: &Secret,
         extra: &[(String, String)],

@@ -8,7 +8,9 @@ use tokio::sync::OnceCell;
 use url::Url;
 
 use super::IdentityError;
-use super::oauth::OAuthClient;
+use std::sync::Arc;
+
+use super::oauth::{OAuthClient, TokenEndpoint};
 use crate::config::{ProviderConfig, ProviderEndpoints};
 
 const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -33,7 +35,7 @@ pub struct Provider {
     pub config: ProviderConfig,
     http: reqwest::Client,
     redirect_uri: String,
-    resolved: OnceCell<(Endpoints, OAuthClient)>,
+    resolved: OnceCell<(Endpoints, Arc<dyn TokenEndpoint>)>,
 }
 
 impl Provider {
@@ -47,7 +49,7 @@ impl Provider {
     }
 
     /// Endpoints and client, discovered once; a failed discovery is retried on the next call.
-    pub async fn resolve(&self) -> Result<&(Endpoints, OAuthClient), IdentityError> {
+    pub async fn resolve(&self) -> Result<&(Endpoints, Arc<dyn TokenEndpoint>), IdentityError> {
         self.resolved
             .get_or_try_init(|| async {
                 let endpoints = self.endpoints().await?;
@@ -64,9 +66,26 @@ impl Provider {
                     provider: self.config.name.clone(),
                     reason: e.to_string(),
                 })?;
+                let client: Arc<dyn TokenEndpoint> = Arc::new(client);
                 Ok((endpoints, client))
             })
             .await
+    }
+
+    /// A provider whose endpoints are already known and answered by `endpoint` (unit tests
+    /// script the token endpoint with this).
+    #[cfg(test)]
+    pub fn with_endpoint(
+        config: ProviderConfig,
+        endpoints: Endpoints,
+        endpoint: Arc<dyn TokenEndpoint>,
+    ) -> Provider {
+        Provider {
+            config,
+            http: reqwest::Client::new(),
+            redirect_uri: String::new(),
+            resolved: OnceCell::new_with(Some((endpoints, endpoint))),
+        }
     }
 
     async fn endpoints(&self) -> Result<Endpoints, IdentityError> {
