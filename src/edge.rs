@@ -49,6 +49,7 @@ pub async fn json_rpc_client_errors(
     let rewritable_status = matches!(
         response.status(),
         StatusCode::BAD_REQUEST
+            | StatusCode::NOT_FOUND
             | StatusCode::NOT_ACCEPTABLE
             | StatusCode::PAYLOAD_TOO_LARGE
             | StatusCode::UNSUPPORTED_MEDIA_TYPE
@@ -71,8 +72,7 @@ pub async fn json_rpc_client_errors(
     } else {
         ErrorCode::INVALID_REQUEST
     };
-    let body = json!({"jsonrpc": "2.0", "id": null, "error": {"code": code.0, "message": message}});
-    let mut response = (parts.status, Json(body)).into_response();
+    let mut response = json_rpc_http_error(parts.status, code, &message);
     for (name, value) in parts
         .headers
         .iter()
@@ -81,6 +81,49 @@ pub async fn json_rpc_client_errors(
         response.headers_mut().insert(name.clone(), value.clone());
     }
     response
+}
+
+/// A JSON-RPC error object (JSON-RPC 2.0 section 5.1, `id` null) as an HTTP error response.
+fn json_rpc_http_error(status: StatusCode, code: ErrorCode, message: &str) -> Response {
+    let body = json!({"jsonrpc": "2.0", "id": null, "error": {"code": code.0, "message": message}});
+    (status, Json(body)).into_response()
+}
+
+/// rmcp's wording for a session it does not know (its 404 body, rewritten above).
+const UNKNOWN_SESSION: &str = "Not Found: Session not found";
+
+/// MCP 2025-11-25 "Session Management": 404 for a session id this caller may not use, the
+/// same answer as for an unknown one, so that a leaked id reveals nothing (DESIGN 3.2
+/// invariant 8).
+pub fn unknown_session_response() -> Response {
+    json_rpc_http_error(
+        StatusCode::NOT_FOUND,
+        ErrorCode::INVALID_REQUEST,
+        UNKNOWN_SESSION,
+    )
+}
+
+/// A new MCP session could not be bound to its caller (too many live sessions): 503, retry.
+pub fn session_owner_error_response(error: &crate::mcp::SessionOwnerError) -> Response {
+    let mut response = json_rpc_http_error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::INTERNAL_ERROR,
+        &error.to_string(),
+    );
+    response
+        .headers_mut()
+        .insert(RETRY_AFTER, http::HeaderValue::from_static("60"));
+    response
+}
+
+/// [`missing_caller`] at the HTTP layer: 500, a wiring bug, never a client mistake.
+pub fn missing_caller_response() -> Response {
+    let error = missing_caller();
+    json_rpc_http_error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        error.code,
+        &error.message,
+    )
 }
 
 /// MCP 2025-06-18 "Tools: Error Handling": an unknown tool is a protocol error, -32602.
@@ -241,4 +284,37 @@ pub fn identity_api_error(error: &crate::identity::api::ApiError, request_id: &s
         headers.insert("x-amzn-requestid", value);
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn parts(response: Response) -> (StatusCode, String) {
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), 64 * 1024)
+            .await
+            .unwrap();
+        (status, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_session_refused_as_not_yours_reads_exactly_like_rmcps_unknown_session() {
+        use tower::ServiceExt as _;
+        // rmcp's own answer for an unknown session, through the rewriting layer.
+        let rmcp_like = axum::Router::new()
+            .route(
+                "/mcp",
+                axum::routing::post(|| async { (StatusCode::NOT_FOUND, UNKNOWN_SESSION) }),
+            )
+            .layer(axum::middleware::from_fn(json_rpc_client_errors));
+        let request = http::Request::post("/mcp")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let rewritten = parts(rmcp_like.oneshot(request).await.unwrap()).await;
+        assert_eq!(rewritten, parts(unknown_session_response()).await);
+        let body: serde_json::Value = serde_json::from_str(&rewritten.1).unwrap();
+        assert_eq!(body["error"]["code"], -32600);
+        assert_eq!(body["id"], serde_json::Value::Null);
+    }
 }

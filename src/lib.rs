@@ -34,7 +34,7 @@ use crate::call::CallPipeline;
 use crate::catalog::Catalog;
 use crate::config::{Config, KeySourceConfig};
 use crate::inbound::{AuthLayerState, DevIssuer, KeyStore, Verifier};
-use crate::mcp::{McpGateway, SessionRegistry};
+use crate::mcp::{McpGateway, SessionOwners, SessionRegistry};
 
 /// The path of the MCP endpoint, also the resource identifier's path (RFC 9728).
 pub const MCP_PATH: &str = "/mcp";
@@ -305,9 +305,11 @@ async fn shutdown_signal() {
 fn router(state: &Arc<GatewayState>, shutdown: &CancellationToken) -> Router {
     let server = &state.config.server;
     let mcp_state = state.clone();
+    let rmcp_sessions = Arc::new(LocalSessionManager::default());
+    let session_owners = Arc::new(SessionOwners::new(rmcp_sessions.clone()));
     let mcp_service = StreamableHttpService::new(
         move || Ok(McpGateway::new(mcp_state.clone())),
-        Arc::new(LocalSessionManager::default()),
+        rmcp_sessions,
         StreamableHttpServerConfig::default()
             .with_allowed_hosts(allowed_hosts(state))
             .with_allowed_origins(allowed_origins(state))
@@ -325,9 +327,14 @@ fn router(state: &Arc<GatewayState>, shutdown: &CancellationToken) -> Router {
         public_url: server.public_url.clone(),
         resource_path: MCP_PATH,
     });
-    // Layers run outermost-last: authenticate first, then rewrite rmcp's plain-text errors.
+    // Layers run outermost-last: authenticate first, then rewrite rmcp's plain-text errors,
+    // then check that a session id belongs to the caller (DESIGN 3.2 invariant 8).
     let mcp = Router::new()
         .route_service(MCP_PATH, mcp_service)
+        .route_layer(axum::middleware::from_fn_with_state(
+            session_owners,
+            mcp::session_owner::bind_sessions_to_callers,
+        ))
         .route_layer(axum::middleware::from_fn(edge::json_rpc_client_errors))
         .route_layer(axum::middleware::from_fn_with_state(
             auth,

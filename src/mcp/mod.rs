@@ -5,6 +5,7 @@
 //! (`server/discover`, per-request `_meta`). This module only answers the two questions a
 //! gateway has (which tools, run one) and leaves wire details to rmcp.
 
+pub mod session_owner;
 mod sessions;
 
 use std::borrow::Cow;
@@ -17,6 +18,7 @@ use rmcp::model::{
 };
 use rmcp::service::{NotificationContext, RequestContext, RoleServer};
 
+pub use session_owner::{SessionOwnerError, SessionOwners};
 pub use sessions::SessionRegistry;
 
 use crate::GatewayState;
