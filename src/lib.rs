@@ -84,22 +84,63 @@ impl GatewayState {
     /// Reloads the catalog from disk, swaps it in and tells live sessions.
     pub async fn reload_catalog(&self) {
         let previous = self.catalog.load_full();
-        let (catalog, mut problems) = Catalog::load(&self.config.targets.dir, &previous);
-        problems.extend(identity::unknown_credential_references(
-            &self.config,
-            &catalog,
-        ));
-        for problem in &problems {
-            tracing::warn!(%problem, "target file problem");
-        }
-        tracing::info!(
-            targets = catalog.target_count(),
-            tools = catalog.len(),
-            "catalog reloaded"
-        );
+        let (catalog, problems) = load_catalog(&self.config, &previous);
+        log_catalog(&catalog, &problems, "catalog reloaded");
         self.catalog.store(Arc::new(catalog));
         self.sessions.notify_tools_changed().await;
     }
+}
+
+/// Loads the target files (failed files keep their version from `previous`) and checks every
+/// credential reference against the config: what `serve` starts with, reload swaps in and
+/// `portcullis validate` reports.
+pub fn load_catalog(config: &Config, previous: &Catalog) -> (Catalog, Vec<catalog::Problem>) {
+    let (catalog, mut problems) = Catalog::load(&config.targets.dir, previous);
+    problems.extend(unknown_credential_references(config, &catalog));
+    (catalog, problems)
+}
+
+fn log_catalog(catalog: &Catalog, problems: &[catalog::Problem], message: &'static str) {
+    for problem in problems {
+        tracing::warn!(%problem, "target file problem");
+    }
+    tracing::info!(
+        targets = catalog.target_count(),
+        tools = catalog.len(),
+        "{message}"
+    );
+}
+
+/// Targets whose credentials name a provider or API key that the config does not define:
+/// reported by `portcullis validate` and logged at load, so the mistake shows before a call.
+fn unknown_credential_references(
+    config: &Config,
+    catalog: &crate::catalog::Catalog,
+) -> Vec<crate::catalog::Problem> {
+    catalog
+        .targets()
+        .filter_map(|target| {
+            let (pointer, name, known, section) = match target.credentials.as_ref()? {
+                catalog::Credentials::Oauth(oauth) => (
+                    "/credentials/oauth/provider",
+                    &oauth.provider,
+                    config.providers.contains_key(&oauth.provider),
+                    "[providers]",
+                ),
+                catalog::Credentials::ApiKey(key) => (
+                    "/credentials/apiKey/provider",
+                    &key.provider,
+                    config.api_keys.contains_key(&key.provider),
+                    "[api_keys]",
+                ),
+            };
+            (!known).then(|| crate::catalog::Problem {
+                file: target.file.clone(),
+                pointer: pointer.to_string(),
+                message: format!("{name:?} is not configured in {section} of the config"),
+            })
+        })
+        .collect()
 }
 
 /// A gateway ready to serve: its router and shared state.
@@ -136,12 +177,8 @@ impl Gateway {
             }
             source => (Arc::new(KeyStore::remote(source, http.clone())), None),
         };
-        let (catalog, mut problems) = Catalog::load(&config.targets.dir, &Catalog::default());
-        problems.extend(identity::unknown_credential_references(&config, &catalog));
-        for problem in &problems {
-            tracing::warn!(%problem, "target file problem");
-        }
-        tracing::info!(targets = catalog.target_count(), tools = catalog.len(), dir = %config.targets.dir.display(), "catalog loaded");
+        let (catalog, problems) = load_catalog(&config, &Catalog::default());
+        log_catalog(&catalog, &problems, "catalog loaded");
         let identity = if config.providers.is_empty()
             && config.api_keys.is_empty()
             && config.identity.access_keys.is_empty()
@@ -158,17 +195,19 @@ impl Gateway {
             .await?;
             let store: Arc<dyn vault::Store> = Arc::new(store);
             Some(Arc::new(identity::Identity::new(
-                &config,
+                identity_sections(&config),
                 store,
                 keys.clone(),
                 http.clone(),
             )))
         };
         let identity_api = match &identity {
-            Some(identity) => {
-                identity::api::IdentityApi::new(&config, identity.clone(), keys.clone())?
-                    .map(Arc::new)
-            }
+            Some(identity) => identity::api::IdentityApi::new(
+                identity_sections(&config),
+                identity.clone(),
+                keys.clone(),
+            )?
+            .map(Arc::new),
             None => None,
         };
         let pipeline = CallPipeline::new(
@@ -277,6 +316,18 @@ async fn purge_expired_records(store: Arc<dyn vault::Store>) {
             Ok(purged) => tracing::debug!(purged, "expired vault records purged"),
             Err(error) => tracing::warn!(%error, "purging expired vault records failed"),
         }
+    }
+}
+
+/// The config sections the identity module is built from.
+fn identity_sections(config: &Config) -> identity::settings::IdentitySections<'_> {
+    identity::settings::IdentitySections {
+        identity: &config.identity,
+        providers: &config.providers,
+        api_keys: &config.api_keys,
+        inbound: &config.inbound,
+        public_url: &config.server.public_url,
+        data_dir: &config.server.data_dir,
     }
 }
 

@@ -177,10 +177,7 @@ fn validate(path: Option<PathBuf>, dev: bool) -> Result<(), Failure> {
         eprintln!("{error}");
         Failure::Reported
     })?;
-    let (catalog, mut problems) = Catalog::load(&config.targets.dir, &Catalog::default());
-    problems.extend(portcullis::identity::unknown_credential_references(
-        &config, &catalog,
-    ));
+    let (catalog, problems) = portcullis::load_catalog(&config, &Catalog::default());
     if problems.is_empty() {
         println!(
             "ok: config valid; {} target(s), {} tool(s) in {}",
@@ -217,7 +214,11 @@ fn token(
 
 fn vault(path: Option<PathBuf>, dev: bool, action: VaultAction) -> Result<(), Failure> {
     let config = Config::load(path.as_deref(), dev)?;
-    let output = runtime(false)?.block_on(portcullis::vault::admin::run(&config, action.into()))?;
+    let output = runtime(false)?.block_on(portcullis::vault::admin::run(
+        &config.vault,
+        &config.identity.workload,
+        action.into(),
+    ))?;
     print!("{output}");
     Ok(())
 }

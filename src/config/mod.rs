@@ -14,17 +14,16 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use jsonwebtoken::Algorithm;
-use url::Url;
-
-pub use providers::{
-    ClientAuthMethod, ConsentBinding, IdentityConfig, LoginConfig, ProviderConfig,
-    ProviderEndpoints, VaultConfig,
-};
 pub use raw::RawConfig;
-pub use workloads::{
-    AccessKeyConfig, ProviderGrant, WorkloadConfig, is_region_name, is_workload_name,
+
+// Each part's validated section lives with the part that runs it (DESIGN 3: config builds
+// them, nothing below config imports config); re-exported here for the config's users.
+pub use crate::identity::settings::{
+    AccessKeyConfig, ClientAuthMethod, ConsentBinding, IdentityConfig, LoginConfig, ProviderConfig,
+    ProviderEndpoints, ProviderGrant, WorkloadConfig, is_region_name, is_workload_name,
 };
+pub use crate::inbound::{ClaimCheck, ClaimRule, InboundConfig, KeySourceConfig};
+pub use crate::vault::VaultConfig;
 
 /// A validated configuration. Plain data; the runtime state is built from it in `lib.rs`.
 #[derive(Debug, Clone)]
@@ -52,47 +51,6 @@ pub struct ServerConfig {
     pub allowed_origins: Vec<String>,
     pub max_body_bytes: usize,
     pub data_dir: PathBuf,
-}
-
-/// Where inbound keys come from and which tokens are acceptable (a CUSTOM_JWT authorizer).
-#[derive(Debug, Clone)]
-pub struct InboundConfig {
-    pub keys: KeySourceConfig,
-    pub allowed_audiences: Vec<String>,
-    pub allowed_clients: Vec<String>,
-    pub allowed_scopes: Vec<String>,
-    pub algorithms: Vec<Algorithm>,
-    pub leeway_seconds: u64,
-    pub claims: Vec<ClaimRule>,
-}
-
-#[derive(Debug, Clone)]
-pub enum KeySourceConfig {
-    /// OpenID Connect Discovery 1.0 section 4: issuer and `jwks_uri` are read from the document.
-    /// `issuer` / `jwks_url` override what the document says (for IdPs with split hostnames).
-    Discovery {
-        discovery_url: Url,
-        issuer: Option<String>,
-        jwks_url: Option<Url>,
-    },
-    /// No discovery: issuer and JWKS URL given explicitly.
-    Explicit { issuer: String, jwks_url: Url },
-    /// `--dev`: the gateway's own development issuer at `<public_url>/dev`.
-    DevIssuer,
-}
-
-/// One `[[inbound.claims]]` rule: the claim must equal a value, or (for arrays and
-/// space-separated strings) contain at least one of the listed values.
-#[derive(Debug, Clone)]
-pub struct ClaimRule {
-    pub name: String,
-    pub check: ClaimCheck,
-}
-
-#[derive(Debug, Clone)]
-pub enum ClaimCheck {
-    Equals(serde_json::Value),
-    ContainsAny(Vec<serde_json::Value>),
 }
 
 #[derive(Debug, Clone)]

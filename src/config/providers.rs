@@ -2,91 +2,18 @@
 //! config. Vendor presets fill endpoints and quirks so that admins write only client ids.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use url::Url;
 
 use super::raw::{RawConfig, RawProvider};
 use super::validate::{Problems, https_or_loopback, resolve};
-use super::workloads::{
-    AccessKeyConfig, WorkloadConfig, access_keys, allowed_regions, return_urls, workloads,
+use super::workloads::{access_keys, allowed_regions, return_urls, workloads};
+use super::{
+    ClientAuthMethod, ConsentBinding, IdentityConfig, LoginConfig, ProviderConfig,
+    ProviderEndpoints, VaultConfig,
 };
 use crate::vault::Secret;
-
-/// How the gateway authenticates to a token endpoint (RFC 6749 section 2.3.1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ClientAuthMethod {
-    ClientSecretBasic,
-    ClientSecretPost,
-}
-
-/// Where a provider's endpoints come from.
-#[derive(Debug, Clone)]
-pub enum ProviderEndpoints {
-    /// OIDC Discovery / RFC 8414 metadata, fetched on first use.
-    Discovery(Url),
-    Explicit {
-        authorization: Url,
-        token: Url,
-    },
-}
-
-#[derive(Debug, Clone)]
-pub struct ProviderConfig {
-    pub name: String,
-    pub vendor: String,
-    pub client_id: String,
-    pub client_secret: Secret,
-    pub endpoints: ProviderEndpoints,
-    /// Scopes always requested, in addition to what targets ask for.
-    pub scopes: Vec<String>,
-    pub auth_method: ClientAuthMethod,
-    /// Whether RFC 8707 `resource` may be sent at all; some IdPs reject the parameter.
-    pub send_resource_indicator: bool,
-    /// The RFC 8707 resource asked for when a credential names none (DESIGN 2.3): the
-    /// identifier the provider's APIs check `aud` against. `None`: no `resource` is sent.
-    pub resource: Option<String>,
-    pub extra_authorize_params: BTreeMap<String, String>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ConsentBinding {
-    /// The connect page signs the browser in with the inbound IdP: same issuer + subject only.
-    Login,
-    /// The app completes the session through CompleteResourceTokenAuth (identity API).
-    App,
-    /// Whoever opens the link completes it (`--dev` only).
-    None,
-}
-
-#[derive(Debug, Clone)]
-pub struct LoginConfig {
-    pub client_id: String,
-    pub client_secret: Option<Secret>,
-}
-
-#[derive(Debug, Clone)]
-pub struct IdentityConfig {
-    /// The gateway's own workload: MCP tool calls store and read tokens under it.
-    pub workload: String,
-    pub consent_binding: ConsentBinding,
-    /// The gateway's own workload's return URLs (also in `workloads[workload]`).
-    pub allowed_return_urls: Vec<Url>,
-    pub login: Option<LoginConfig>,
-    /// Every workload the identity API knows, by name: the gateway's own (`workload` with
-    /// `allowed_return_urls`) and each `[[identity.workloads]]`.
-    pub workloads: BTreeMap<String, WorkloadConfig>,
-    /// SigV4 credentials accepted by the identity API, secrets resolved.
-    pub access_keys: Vec<AccessKeyConfig>,
-    /// Regions a SigV4 credential scope may name (`identity.allowed_regions`); empty: any.
-    pub allowed_regions: Vec<String>,
-}
-
-#[derive(Debug, Clone)]
-pub struct VaultConfig {
-    pub path: PathBuf,
-    pub key_file: PathBuf,
-}
 
 struct Preset {
     authorization: &'static str,

@@ -18,78 +18,7 @@ use url::Url;
 use super::providers::read_secret;
 use super::raw::RawConfig;
 use super::validate::{Problems, https_or_loopback};
-use crate::vault::Secret;
-
-/// A workload identity (AgentCore `WorkloadIdentity`): its name, the URLs its consents may
-/// return the browser to (`allowedResourceOauth2ReturnUrls`), and what it may use through
-/// the identity API.
-#[derive(Debug, Clone)]
-pub struct WorkloadConfig {
-    pub name: String,
-    pub allowed_return_urls: Vec<Url>,
-    /// OAuth providers it may use (GetResourceOauth2Token, `M2M` and `USER_FEDERATION`).
-    pub providers: BTreeMap<String, ProviderGrant>,
-    /// `[api_keys.*]` names it may read (GetResourceApiKey).
-    pub api_keys: BTreeSet<String>,
-}
-
-impl WorkloadConfig {
-    /// What this workload may ask provider `name` for; `None`: it may not use it at all.
-    pub fn provider(&self, name: &str) -> Option<&ProviderGrant> {
-        self.providers.get(name)
-    }
-
-    pub fn may_read_api_key(&self, name: &str) -> bool {
-        self.api_keys.contains(name)
-    }
-}
-
-/// What one workload may ask one provider for.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ProviderGrant {
-    /// `None`: any scopes; otherwise the only scopes it may request.
-    pub scopes: Option<BTreeSet<String>>,
-}
-
-impl ProviderGrant {
-    /// The requested scopes this grant does not cover, in request order.
-    pub fn scopes_not_granted<'a>(&self, requested: &'a [String]) -> Vec<&'a str> {
-        match &self.scopes {
-            None => Vec::new(),
-            Some(allowed) => requested
-                .iter()
-                .filter(|scope| !allowed.contains(*scope))
-                .map(String::as_str)
-                .collect(),
-        }
-    }
-}
-
-/// One `[[identity.access_keys]]`: an AWS-style access key pair (SigV4) and, optionally, the
-/// workloads it may act for (like an IAM policy's resource list). `Debug` redacts the secret.
-#[derive(Debug, Clone)]
-pub struct AccessKeyConfig {
-    pub access_key_id: String,
-    pub secret_access_key: Secret,
-    /// `None`: every workload.
-    pub workloads: Option<Vec<String>>,
-}
-
-impl AccessKeyConfig {
-    pub fn may_act_for(&self, workload: &str) -> bool {
-        self.workloads
-            .as_ref()
-            .is_none_or(|list| list.iter().any(|w| w == workload))
-    }
-}
-
-/// AgentCore `WorkloadIdentityNameType`: 3-255 of `[A-Za-z0-9_.-]`.
-pub fn is_workload_name(name: &str) -> bool {
-    (3..=255).contains(&name.len())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
-}
+use super::{AccessKeyConfig, ProviderGrant, WorkloadConfig, is_region_name, is_workload_name};
 
 /// The lists a workload's grants are read from (`[identity]` or one `[[identity.workloads]]`).
 struct RawGrantLists<'a> {
@@ -266,16 +195,6 @@ pub(super) fn allowed_regions(raw: &[String], problems: &mut Problems) -> Vec<St
         }
     }
     regions
-}
-
-/// Lowercase letters, digits and inner hyphens, starting with a letter, at most 64 long.
-pub fn is_region_name(region: &str) -> bool {
-    (1..=64).contains(&region.len())
-        && region.starts_with(|c: char| c.is_ascii_lowercase())
-        && !region.ends_with('-')
-        && region
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
 }
 
 /// `[[identity.access_keys]]`: unique ids, secrets read now, workload lists that name

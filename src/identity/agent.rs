@@ -217,6 +217,6 @@ impl Identity {
     }
 
     pub fn binding_allows_user_ids(&self) -> bool {
-        self.binding != crate::config::ConsentBinding::Login
+        self.binding != crate::identity::settings::ConsentBinding::Login
     }
 }

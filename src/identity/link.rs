@@ -14,7 +14,7 @@ use url::Url;
 
 use super::consent::{self, ConsentSession, Stage, now, random_token};
 use super::{Identity, IdentityError};
-use crate::config::ConsentBinding;
+use crate::identity::settings::ConsentBinding;
 use crate::vault::{TokenKey, TokenRecord};
 
 /// The provider's redirect parameters (RFC 6749 section 4.1.2, RFC 9207).

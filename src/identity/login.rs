@@ -18,7 +18,8 @@ use url::Url;
 
 use super::IdentityError;
 use super::consent::{self, BrowserSession, now, random_token};
-use crate::config::{Config, KeySourceConfig};
+use super::settings::IdentitySections;
+use crate::inbound::KeySourceConfig;
 use crate::inbound::{KeyStore, Verifier};
 use crate::vault::{Secret, Store};
 
@@ -90,20 +91,20 @@ fn fail(reason: impl Into<String>) -> IdentityError {
 impl LoginClient {
     /// `None` unless `[inbound.login]` is configured with a discoverable issuer.
     pub fn new(
-        config: &Config,
+        sections: IdentitySections<'_>,
         keys: std::sync::Arc<KeyStore>,
         http: reqwest::Client,
     ) -> Option<LoginClient> {
-        let login = config.identity.login.as_ref()?;
-        let KeySourceConfig::Discovery { discovery_url, .. } = &config.inbound.keys else {
+        let login = sections.identity.login.as_ref()?;
+        let KeySourceConfig::Discovery { discovery_url, .. } = &sections.inbound.keys else {
             return None;
         };
         Some(LoginClient {
             discovery_url: discovery_url.clone(),
             client_id: login.client_id.clone(),
             client_secret: login.client_secret.clone(),
-            redirect_uri: format!("{}/oauth2/login/callback", config.server.public_url),
-            verifier: Verifier::new(&config.inbound, keys),
+            redirect_uri: format!("{}/oauth2/login/callback", sections.public_url),
+            verifier: Verifier::new(sections.inbound, keys),
             http,
             endpoints: OnceCell::new(),
         })

@@ -21,6 +21,7 @@ mod pages;
 mod prompt;
 mod providers;
 pub mod routes;
+pub mod settings;
 mod tokens;
 #[cfg(test)]
 mod tokens_tests;
@@ -39,10 +40,10 @@ pub use oauth::OAuthError;
 pub use prompt::MAX_PENDING_PER_USER;
 use providers::Provider;
 
-use crate::catalog::model::{ApiKeyLocation, Credentials};
-use crate::config::{Config, ConsentBinding};
+use crate::catalog::model::ApiKeyLocation;
 use crate::inbound::{Caller, KeyStore};
 use crate::vault::{Secret, Store, TokenKey, VaultError};
+use settings::{ConsentBinding, IdentitySections};
 
 /// Client-credentials tokens cached at once (one per provider, scopes, resource and custom
 /// parameters).
@@ -190,13 +191,13 @@ pub struct Identity {
 
 impl Identity {
     pub fn new(
-        config: &Config,
+        sections: IdentitySections<'_>,
         store: Arc<dyn Store>,
         keys: Arc<KeyStore>,
         http: reqwest::Client,
     ) -> Identity {
-        let redirect = format!("{}/oauth2/callback", config.server.public_url);
-        let providers = config
+        let redirect = format!("{}/oauth2/callback", sections.public_url);
+        let providers = sections
             .providers
             .iter()
             .map(|(name, p)| {
@@ -209,20 +210,20 @@ impl Identity {
         Identity {
             store,
             providers,
-            api_keys: config.api_keys.clone(),
-            workload: config.identity.workload.clone(),
-            binding: config.identity.consent_binding,
-            default_return_url: config
+            api_keys: sections.api_keys.clone(),
+            workload: sections.identity.workload.clone(),
+            binding: sections.identity.consent_binding,
+            default_return_url: sections
                 .identity
                 .allowed_return_urls
                 .first()
                 .map(|u| u.to_string()),
-            public_url: config.server.public_url.clone(),
+            public_url: sections.public_url.to_string(),
             refresh_locks: KeyedLocks::default(),
             m2m: Mutex::new(BoundedMap::new(MAX_M2M_TOKENS)),
             waiting: Mutex::new(BoundedMap::new(MAX_WAITING_SESSIONS)),
             pending: Mutex::new(BoundedMap::new(prompt::MAX_TRACKED_USERS)),
-            login: login::LoginClient::new(config, keys, http),
+            login: login::LoginClient::new(sections, keys, http),
         }
     }
 
@@ -312,38 +313,6 @@ impl Identity {
     pub fn public_url(&self) -> &str {
         &self.public_url
     }
-}
-
-/// Targets whose credentials name a provider or API key that the config does not define:
-/// reported by `portcullis validate` and logged at load, so the mistake shows before a call.
-pub fn unknown_credential_references(
-    config: &Config,
-    catalog: &crate::catalog::Catalog,
-) -> Vec<crate::catalog::Problem> {
-    catalog
-        .targets()
-        .filter_map(|target| {
-            let (pointer, name, known, section) = match target.credentials.as_ref()? {
-                Credentials::Oauth(oauth) => (
-                    "/credentials/oauth/provider",
-                    &oauth.provider,
-                    config.providers.contains_key(&oauth.provider),
-                    "[providers]",
-                ),
-                Credentials::ApiKey(key) => (
-                    "/credentials/apiKey/provider",
-                    &key.provider,
-                    config.api_keys.contains_key(&key.provider),
-                    "[api_keys]",
-                ),
-            };
-            (!known).then(|| crate::catalog::Problem {
-                file: target.file.clone(),
-                pointer: pointer.to_string(),
-                message: format!("{name:?} is not configured in {section} of the config"),
-            })
-        })
-        .collect()
 }
 
 fn provider_error(provider: &str, error: OAuthError) -> IdentityError {

@@ -11,7 +11,7 @@ use oauth2::{
     RefreshToken, RequestTokenError, Scope, TokenResponse, TokenUrl,
 };
 
-use crate::config::ClientAuthMethod;
+use super::settings::ClientAuthMethod;
 use crate::vault::Secret;
 
 const TOKEN_TIMEOUT: Duration = Duration::from_secs(15);

@@ -11,7 +11,7 @@ use std::collections::VecDeque;
 use super::consent::{self, CONSENT_TTL_SECONDS, ConsentSession, now, random_token};
 use super::tokens::{TokenAsk, resource_params};
 use super::{ConsentPrompt, Credential, Identity, IdentityError, UserRef};
-use crate::config::ConsentBinding;
+use crate::identity::settings::ConsentBinding;
 
 /// Live consent sessions one user may have at a time.
 pub const MAX_PENDING_PER_USER: usize = 8;

@@ -11,7 +11,7 @@ use super::IdentityError;
 use std::sync::Arc;
 
 use super::oauth::{OAuthClient, TokenEndpoint};
-use crate::config::{ProviderConfig, ProviderEndpoints};
+use super::settings::{ProviderConfig, ProviderEndpoints};
 
 const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(10);
 

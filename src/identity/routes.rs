@@ -16,7 +16,7 @@ use super::login::{self, LOGIN_TTL_SECONDS};
 use super::pages::{self, ConnectionRow};
 use super::{Identity, IdentityError};
 use crate::GatewayState;
-use crate::config::ConsentBinding;
+use crate::identity::settings::ConsentBinding;
 use crate::vault::TokenKey;
 
 const SESSION_COOKIE: &str = "portcullis_session";

@@ -9,9 +9,9 @@ use parking_lot::Mutex;
 
 use super::oauth::{AuthorizationRequest, Granted, OAuthError, TokenEndpoint};
 use super::providers::{Endpoints, Provider};
+use super::settings::{ClientAuthMethod, ProviderConfig, ProviderEndpoints};
 use super::{Credential, CredentialRequest, Identity, Injection};
 use crate::catalog::model::{Credentials, GrantType, OAuthCredential};
-use crate::config::{ClientAuthMethod, ProviderConfig, ProviderEndpoints};
 use crate::inbound::Caller;
 use crate::vault::{Keyring, Secret, SledStore, Store, TokenKey, TokenRecord, unix_now};
 

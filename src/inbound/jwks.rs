@@ -18,7 +18,7 @@ use jsonwebtoken::{Algorithm, DecodingKey};
 use serde::Deserialize;
 use url::Url;
 
-use crate::config::KeySourceConfig;
+use super::KeySourceConfig;
 
 pub const REFRESH_EVERY: Duration = Duration::from_secs(300);
 pub const UNKNOWN_KID_DEBOUNCE: Duration = Duration::from_secs(10);

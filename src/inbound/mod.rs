@@ -13,6 +13,7 @@ mod jwks;
 mod layer;
 mod metadata;
 mod rules;
+mod settings;
 
 use std::sync::Arc;
 
@@ -21,6 +22,7 @@ pub use jwks::{KeyStore, KeyStoreError};
 pub use layer::{AuthLayerState, require_caller};
 pub use metadata::{metadata_path, protected_resource_metadata, www_authenticate};
 pub use rules::Verifier;
+pub use settings::{ClaimCheck, ClaimRule, InboundConfig, KeySourceConfig};
 
 /// Audience that `portcullis token` puts in dev tokens and `--dev` requires.
 pub const DEV_AUDIENCE: &str = "portcullis";

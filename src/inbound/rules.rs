@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 use super::cache::VerifiedCache;
 use super::jwks::{KeyStore, VerifyKey};
 use super::{AuthError, Caller};
-use crate::config::{ClaimCheck, ClaimRule, InboundConfig};
+use super::{ClaimCheck, ClaimRule, InboundConfig};
 
 /// Upper bound on what we are willing to base64-decode and parse for one request.
 const MAX_TOKEN_BYTES: usize = 16 * 1024;

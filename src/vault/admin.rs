@@ -3,8 +3,8 @@
 
 use std::fmt::Write;
 
+use super::VaultConfig;
 use super::{KEY_ENV, Store, TokenKey, VaultError, open_vault};
-use crate::config::Config;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
@@ -36,20 +36,19 @@ fn when(unix: Option<u64>) -> String {
     }
 }
 
-/// Runs one admin action and returns what to print.
-pub async fn run(config: &Config, action: Action) -> Result<String, AdminError> {
+/// Runs one admin action on the vault of `vault` and returns what to print; `workload` is the
+/// gateway's own workload (the one `revoke` acts in).
+pub async fn run(
+    vault: &VaultConfig,
+    workload: &str,
+    action: Action,
+) -> Result<String, AdminError> {
     let env_key = std::env::var(KEY_ENV).ok();
     // Rotation writes the new key next to the old one in the key file: it needs the file.
     if matches!(action, Action::RotateKey) && env_key.is_some() {
         return Err(AdminError::KeyFromEnvironment);
     }
-    let store = open_vault(
-        &config.vault.path,
-        Some(&config.vault.key_file),
-        env_key,
-        false,
-    )
-    .await?;
+    let store = open_vault(&vault.path, Some(&vault.key_file), env_key, false).await?;
     match action {
         Action::List { user } => {
             let links = store.list_tokens(user.as_deref()).await?;
@@ -76,7 +75,7 @@ pub async fn run(config: &Config, action: Action) -> Result<String, AdminError> 
         }
         Action::Revoke { user, provider } => {
             let key = TokenKey {
-                workload: config.identity.workload.clone(),
+                workload: workload.to_string(),
                 user,
                 provider,
             };
@@ -89,13 +88,13 @@ pub async fn run(config: &Config, action: Action) -> Result<String, AdminError> 
         Action::RotateKey => {
             // Crash-safe: both keys on disk, every record re-sealed and flushed, then the old
             // key retired (see `keyring`).
-            let rotation = store.rotate_key(&config.vault.key_file).await?;
+            let rotation = store.rotate_key(&vault.key_file).await?;
             Ok(format!(
                 "re-sealed {} record(s) with key {}; retired key(s) {:?} from {}\n",
                 rotation.resealed,
                 rotation.new_key_id,
                 rotation.old_key_ids,
-                config.vault.key_file.display()
+                vault.key_file.display()
             ))
         }
     }

@@ -33,6 +33,13 @@ pub use keyring::Keyring;
 pub use secret::Secret;
 pub use sled_store::{KeyRotation, SledStore};
 
+/// The `[vault]` section of the validated config (built by `config`).
+#[derive(Debug, Clone)]
+pub struct VaultConfig {
+    pub path: PathBuf,
+    pub key_file: PathBuf,
+}
+
 /// The environment variable that may hold the vault key (DESIGN 2.2); it wins over the file.
 pub const KEY_ENV: &str = "PORTCULLIS_VAULT_KEY";
 

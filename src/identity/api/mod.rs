@@ -32,7 +32,7 @@ pub use workload_token::{WorkloadTokenError, WorkloadTokens};
 
 use super::{Identity, IdentityError};
 use crate::GatewayState;
-use crate::config::{AccessKeyConfig, Config, WorkloadConfig};
+use crate::identity::settings::{AccessKeyConfig, IdentitySections, WorkloadConfig};
 use crate::inbound::{KeyStore, Verifier};
 
 /// The largest request body read (the biggest member, `userToken`, is at most 128 KiB).
@@ -178,24 +178,22 @@ pub struct IdentityApi {
 impl IdentityApi {
     /// `None` without access keys: then every request is refused as unsigned or unknown.
     pub fn new(
-        config: &Config,
+        sections: IdentitySections<'_>,
         identity: Arc<Identity>,
         keys: Arc<KeyStore>,
     ) -> Result<Option<IdentityApi>, crate::inbound::es256::KeyFileError> {
-        if config.identity.access_keys.is_empty() {
+        let settings = sections.identity;
+        if settings.access_keys.is_empty() {
             return Ok(None);
         }
         Ok(Some(IdentityApi {
             identity,
-            tokens: WorkloadTokens::load_or_create(
-                &config.server.data_dir,
-                &config.server.public_url,
-            )?,
-            verifier: Verifier::new(&config.inbound, keys),
-            access_keys: config.identity.access_keys.clone(),
-            own_workload: config.identity.workload.clone(),
-            allowed_regions: config.identity.allowed_regions.clone(),
-            workloads: config.identity.workloads.clone(),
+            tokens: WorkloadTokens::load_or_create(sections.data_dir, sections.public_url)?,
+            verifier: Verifier::new(sections.inbound, keys),
+            access_keys: settings.access_keys.clone(),
+            own_workload: settings.workload.clone(),
+            allowed_regions: settings.allowed_regions.clone(),
+            workloads: settings.workloads.clone(),
         }))
     }
 }

@@ -17,7 +17,7 @@ use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings};
 use aws_sigv4::sign::v4;
 use http::HeaderMap;
 
-use crate::config::AccessKeyConfig;
+use crate::identity::settings::AccessKeyConfig;
 
 /// The SigV4 signing name of the AgentCore data plane (botocore model `signingName`).
 pub const SERVICE: &str = "bedrock-agentcore";
@@ -199,7 +199,7 @@ fn check_credential_scope(
     let accepted = regions.join(", ");
     // Echo the region only when it looks like one: the header is the caller's text.
     Err(SigV4Error::Invalid(
-        if crate::config::is_region_name(authorization.region) {
+        if crate::identity::settings::is_region_name(authorization.region) {
             format!(
                 "Credential should be scoped to a valid region, not '{}'. This gateway accepts: {accepted}.",
                 authorization.region

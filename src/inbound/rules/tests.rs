@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use serde_json::json;
 
 use super::*;
-use crate::config::KeySourceConfig;
+use crate::inbound::KeySourceConfig;
 use crate::inbound::es256::Es256Key;
 use crate::inbound::jwks::KeySnapshot;
 
