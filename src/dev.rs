@@ -8,31 +8,33 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use http::{HeaderMap, StatusCode};
+use http::HeaderMap;
 use serde_json::{Map, Value, json};
 
-use crate::GatewayState;
+use crate::inbound::DevIssuer;
 
-pub fn routes() -> Router<Arc<GatewayState>> {
-    Router::new()
-        .route("/dev/.well-known/openid-configuration", get(discovery))
-        .route("/dev/jwks.json", get(jwks))
+/// The dev routes; the issuer's are only there when the gateway runs its own issuer.
+pub fn routes(issuer: Option<Arc<DevIssuer>>) -> Router {
+    let echo = Router::new()
         .route("/dev/echo/say", post(echo_say))
-        .route("/dev/echo/headers", get(echo_headers))
-}
-
-async fn discovery(State(state): State<Arc<GatewayState>>) -> Response {
-    match &state.dev_issuer {
-        Some(issuer) => Json(issuer.discovery_document()).into_response(),
-        None => StatusCode::NOT_FOUND.into_response(),
+        .route("/dev/echo/headers", get(echo_headers));
+    match issuer {
+        Some(issuer) => echo.merge(
+            Router::new()
+                .route("/dev/.well-known/openid-configuration", get(discovery))
+                .route("/dev/jwks.json", get(jwks))
+                .with_state(issuer),
+        ),
+        None => echo,
     }
 }
 
-async fn jwks(State(state): State<Arc<GatewayState>>) -> Response {
-    match &state.dev_issuer {
-        Some(issuer) => Json(issuer.jwks()).into_response(),
-        None => StatusCode::NOT_FOUND.into_response(),
-    }
+async fn discovery(State(issuer): State<Arc<DevIssuer>>) -> Response {
+    Json(issuer.discovery_document()).into_response()
+}
+
+async fn jwks(State(issuer): State<Arc<DevIssuer>>) -> Response {
+    Json(issuer.jwks()).into_response()
 }
 
 async fn echo_say(Json(body): Json<Map<String, Value>>) -> Response {

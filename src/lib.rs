@@ -34,17 +34,18 @@ use crate::call::CallPipeline;
 use crate::catalog::Catalog;
 use crate::config::{Config, KeySourceConfig};
 use crate::inbound::{AuthLayerState, DevIssuer, KeyStore, Verifier};
-use crate::mcp::{McpGateway, SessionOwners, SessionRegistry};
+use crate::mcp::{McpGateway, McpState, SessionOwners, SessionRegistry};
 
 /// The path of the MCP endpoint, also the resource identifier's path (RFC 9728).
 pub const MCP_PATH: &str = "/mcp";
 
-/// State shared by every request.
+/// The assembled parts. Each router gets only its own part (the MCP surface [`McpState`],
+/// the browser routes and the identity API their `Identity`, the operational routes
+/// [`routes::OpsState`]); this struct is what `lib.rs` and tests hold.
 pub struct GatewayState {
     pub config: Config,
-    pub catalog: ArcSwap<Catalog>,
-    pub pipeline: CallPipeline,
-    pub sessions: SessionRegistry,
+    pub catalog: Arc<ArcSwap<Catalog>>,
+    pub mcp: Arc<McpState>,
     pub keys: Arc<KeyStore>,
     pub dev_issuer: Option<Arc<DevIssuer>>,
     /// Per-user downstream credentials; `None` when no provider, API key or identity API
@@ -87,7 +88,7 @@ impl GatewayState {
         let (catalog, problems) = load_catalog(&self.config, &previous);
         log_catalog(&catalog, &problems, "catalog reloaded");
         self.catalog.store(Arc::new(catalog));
-        self.sessions.notify_tools_changed().await;
+        self.mcp.sessions.notify_tools_changed().await;
     }
 }
 
@@ -216,11 +217,16 @@ impl Gateway {
             identity.clone(),
             "portcullis".to_string(),
         );
-        let state = Arc::new(GatewayState {
-            config,
-            catalog: ArcSwap::from_pointee(catalog),
+        let catalog = Arc::new(ArcSwap::from_pointee(catalog));
+        let mcp = Arc::new(McpState {
+            catalog: catalog.clone(),
             pipeline,
             sessions: SessionRegistry::default(),
+        });
+        let state = Arc::new(GatewayState {
+            config,
+            catalog,
+            mcp,
             keys,
             dev_issuer,
             identity,
@@ -355,7 +361,7 @@ async fn shutdown_signal() {
 
 fn router(state: &Arc<GatewayState>, shutdown: &CancellationToken) -> Router {
     let server = &state.config.server;
-    let mcp_state = state.clone();
+    let mcp_state = state.mcp.clone();
     let rmcp_sessions = Arc::new(LocalSessionManager::default());
     let session_owners = Arc::new(SessionOwners::new(rmcp_sessions.clone()));
     let mcp_service = StreamableHttpService::new(
@@ -392,8 +398,14 @@ fn router(state: &Arc<GatewayState>, shutdown: &CancellationToken) -> Router {
             inbound::require_caller,
         ));
 
-    let mut router = Router::new()
-        .merge(mcp)
+    let ops = Arc::new(routes::OpsState {
+        keys: state.keys.clone(),
+        catalog: state.catalog.clone(),
+        store: state.identity.as_ref().map(|i| i.store().clone()),
+        public_url: server.public_url.clone(),
+        scopes: state.config.inbound.allowed_scopes.clone(),
+    });
+    let ops = Router::new()
         .route(
             "/.well-known/oauth-protected-resource",
             get(routes::resource_metadata_root),
@@ -405,15 +417,17 @@ fn router(state: &Arc<GatewayState>, shutdown: &CancellationToken) -> Router {
         .route("/healthz", get(routes::healthz))
         .route("/readyz", get(routes::readyz))
         .route("/metrics", get(routes::metrics))
-        .merge(identity::routes::routes())
-        .merge(identity::api::routes());
+        .with_state(ops);
+    let mut router = Router::new()
+        .merge(mcp)
+        .merge(ops)
+        .merge(identity::routes::routes(state.identity.clone()))
+        .merge(identity::api::routes(state.identity_api.clone()));
     if state.config.dev {
-        router = router.merge(dev::routes());
+        router = router.merge(dev::routes(state.dev_issuer.clone()));
     }
     // Unknown paths are a plain 404, whatever layers the routers above carry.
-    router
-        .fallback(|| async { http::StatusCode::NOT_FOUND })
-        .with_state(state.clone())
+    router.fallback(|| async { http::StatusCode::NOT_FOUND })
 }
 
 /// DNS-rebinding protection (MCP 2025-06-18 "Security Warning"): the Host must be the public

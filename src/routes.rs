@@ -8,26 +8,41 @@ use axum::response::{IntoResponse, Response};
 use http::StatusCode;
 use serde_json::json;
 
-use crate::{GatewayState, MCP_PATH};
+use arc_swap::ArcSwap;
 
-fn metadata(state: &GatewayState, resource_path: &str) -> Response {
+use crate::MCP_PATH;
+use crate::catalog::Catalog;
+use crate::inbound::KeyStore;
+use crate::vault::Store;
+
+/// What the operational endpoints look at.
+pub struct OpsState {
+    pub keys: Arc<KeyStore>,
+    pub catalog: Arc<ArcSwap<Catalog>>,
+    /// `None` without per-user OAuth (then no vault is opened).
+    pub store: Option<Arc<dyn Store>>,
+    pub public_url: String,
+    pub scopes: Vec<String>,
+}
+
+fn metadata(state: &OpsState, resource_path: &str) -> Response {
     let snapshot = state.keys.snapshot();
     Json(crate::inbound::protected_resource_metadata(
-        &state.config.server.public_url,
+        &state.public_url,
         resource_path,
         snapshot.issuer.as_deref(),
-        &state.config.inbound.allowed_scopes,
+        &state.scopes,
     ))
     .into_response()
 }
 
 /// RFC 9728 section 3 for the resource `<public_url>`.
-pub async fn resource_metadata_root(State(state): State<Arc<GatewayState>>) -> Response {
+pub async fn resource_metadata_root(State(state): State<Arc<OpsState>>) -> Response {
     metadata(&state, "")
 }
 
 /// RFC 9728 section 3.1 for the resource `<public_url>/mcp`.
-pub async fn resource_metadata_mcp(State(state): State<Arc<GatewayState>>) -> Response {
+pub async fn resource_metadata_mcp(State(state): State<Arc<OpsState>>) -> Response {
     metadata(&state, MCP_PATH)
 }
 
@@ -36,18 +51,34 @@ pub async fn healthz() -> Response {
     Json(json!({"status": "ok"})).into_response()
 }
 
-/// Readiness: inbound keys are loaded and the catalog holds at least one target.
-pub async fn readyz(State(state): State<Arc<GatewayState>>) -> Response {
+/// Readiness (DESIGN 2.4): the inbound keys are loaded and, when per-user OAuth is on, the
+/// vault answers a read. The catalog's size is reported but never makes the gateway unready:
+/// a gateway with no targets yet still authenticates and answers `tools/list`.
+pub async fn readyz(State(state): State<Arc<OpsState>>) -> Response {
     let keys = state.keys.is_loaded();
+    let vault = match &state.store {
+        None => None,
+        Some(store) => Some(match store.check().await {
+            Ok(()) => Ok(()),
+            Err(error) => {
+                tracing::warn!(%error, "readiness: the vault does not answer");
+                Err(error.to_string())
+            }
+        }),
+    };
+    let vault_ok = vault.as_ref().is_none_or(Result::is_ok);
+    let ready = keys && vault_ok;
     let catalog = state.catalog.load();
-    let targets = catalog.target_count();
-    let body = json!({
-        "status": if keys { "ready" } else { "not_ready" },
+    let mut body = json!({
+        "status": if ready { "ready" } else { "not_ready" },
         "inbound_keys_loaded": keys,
-        "targets": targets,
+        "targets": catalog.target_count(),
         "tools": catalog.len(),
     });
-    let status = if keys {
+    if let Some(vault) = vault {
+        body["vault"] = json!(if vault.is_ok() { "ok" } else { "unavailable" });
+    }
+    let status = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE

@@ -15,7 +15,6 @@ use super::link::{CallbackOutcome, CallbackRefusal, ProviderAnswer};
 use super::login::{self, LOGIN_TTL_SECONDS};
 use super::pages::{self, ConnectionRow};
 use super::{Identity, IdentityError};
-use crate::GatewayState;
 use crate::identity::settings::ConsentBinding;
 use crate::vault::TokenKey;
 
@@ -23,13 +22,25 @@ const SESSION_COOKIE: &str = "portcullis_session";
 const LOGIN_CALLBACK_PATH: &str = "/oauth2/login/callback";
 const CALLBACK_PATH: &str = "/oauth2/callback";
 
-pub fn routes() -> Router<Arc<GatewayState>> {
+/// The browser routes, on `identity`; without per-user OAuth they all answer "not
+/// configured".
+pub fn routes(identity: Option<Arc<Identity>>) -> Router {
+    let Some(identity) = identity else {
+        let off = || async { not_configured() };
+        return Router::new()
+            .route("/oauth2/connect/{id}", get(off))
+            .route(CALLBACK_PATH, get(off))
+            .route(LOGIN_CALLBACK_PATH, get(off))
+            .route("/connections", get(off))
+            .route("/connections/revoke", post(off));
+    };
     Router::new()
         .route("/oauth2/connect/{id}", get(connect))
         .route(CALLBACK_PATH, get(callback))
         .route(LOGIN_CALLBACK_PATH, get(login_callback))
         .route("/connections", get(connections))
         .route("/connections/revoke", post(revoke))
+        .with_state(identity)
 }
 
 fn not_configured() -> Response {
@@ -132,13 +143,11 @@ async fn sign_in(identity: &Identity, return_to: &str) -> Response {
 /// `GET /oauth2/connect/{id}`: binds the browser user to the consent session, then sends the
 /// browser to the provider. The link itself is never pre-authenticated.
 async fn connect(
-    State(state): State<Arc<GatewayState>>,
+    State(identity): State<Arc<Identity>>,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let Some(identity) = state.identity.as_ref() else {
-        return not_configured();
-    };
+    let identity = identity.as_ref();
     let store = identity.store().as_ref();
     let used = || {
         pages::failure(
@@ -226,13 +235,11 @@ struct CallbackParams {
 /// opened the connect URL, takes the session (single use), then hands the answer to
 /// [`Identity::finish_consent`].
 async fn callback(
-    State(state): State<Arc<GatewayState>>,
+    State(identity): State<Arc<Identity>>,
     Query(params): Query<CallbackParams>,
     headers: HeaderMap,
 ) -> Response {
-    let Some(identity) = state.identity.as_ref() else {
-        return not_configured();
-    };
+    let identity = identity.as_ref();
     let store = identity.store().as_ref();
     let Some(oauth_state) = params
         .state
@@ -336,13 +343,11 @@ struct LoginParams {
 /// the browser holding the sign-in cookie of this `state` gets signed in: a leaked callback URL
 /// signs nobody in (login CSRF, issue 9 item 1).
 async fn login_callback(
-    State(state): State<Arc<GatewayState>>,
+    State(identity): State<Arc<Identity>>,
     Query(params): Query<LoginParams>,
     headers: HeaderMap,
 ) -> Response {
-    let Some(identity) = state.identity.as_ref() else {
-        return not_configured();
-    };
+    let identity = identity.as_ref();
     let Some(login) = &identity.login else {
         return pages::failure(StatusCode::NOT_FOUND, "Sign-in is not configured", "");
     };
@@ -424,10 +429,8 @@ fn format_time(unix: Option<u64>) -> String {
 }
 
 /// `GET /connections`: the signed-in user's linked providers.
-async fn connections(State(state): State<Arc<GatewayState>>, headers: HeaderMap) -> Response {
-    let Some(identity) = state.identity.as_ref() else {
-        return not_configured();
-    };
+async fn connections(State(identity): State<Arc<Identity>>, headers: HeaderMap) -> Response {
+    let identity = identity.as_ref();
     let Some((_, user)) = browser_user(identity, &headers).await else {
         return sign_in(identity, "/connections").await;
     };
@@ -456,13 +459,11 @@ struct RevokeForm {
 
 /// `POST /connections/revoke`: forgets one link of the signed-in user.
 async fn revoke(
-    State(state): State<Arc<GatewayState>>,
+    State(identity): State<Arc<Identity>>,
     headers: HeaderMap,
     Form(form): Form<RevokeForm>,
 ) -> Response {
-    let Some(identity) = state.identity.as_ref() else {
-        return not_configured();
-    };
+    let identity = identity.as_ref();
     let Some((_, user)) = browser_user(identity, &headers).await else {
         return pages::failure(
             StatusCode::UNAUTHORIZED,

@@ -21,8 +21,9 @@ use rmcp::service::{NotificationContext, RequestContext, RoleServer};
 pub use session_owner::{SessionOwnerError, SessionOwners};
 pub use sessions::SessionRegistry;
 
-use crate::GatewayState;
+use crate::call::CallPipeline;
 use crate::call::{CallOptions, CallOutcome};
+use crate::catalog::Catalog;
 use crate::catalog::PAGE_SIZE;
 use crate::inbound::Caller;
 
@@ -34,14 +35,22 @@ const SUPPORTED_VERSIONS: &[ProtocolVersion] = &[
     ProtocolVersion::V_2026_07_28,
 ];
 
+/// What the MCP surface needs: the current catalog, the call pipeline and the live sessions.
+pub struct McpState {
+    /// Swapped whole on reload; a request keeps the snapshot it started with.
+    pub catalog: Arc<arc_swap::ArcSwap<Catalog>>,
+    pub pipeline: CallPipeline,
+    pub sessions: SessionRegistry,
+}
+
 /// One handler per session (rmcp's factory clones it); all state is shared.
 #[derive(Clone)]
 pub struct McpGateway {
-    state: Arc<GatewayState>,
+    state: Arc<McpState>,
 }
 
 impl McpGateway {
-    pub fn new(state: Arc<GatewayState>) -> McpGateway {
+    pub fn new(state: Arc<McpState>) -> McpGateway {
         McpGateway { state }
     }
 }

@@ -222,3 +222,10 @@ async fn each_record_kind_is_its_own_key_space() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_freshly_opened_store_passes_its_check() {
+    for (_dir, store) in backends() {
+        store.check().await.unwrap();
+    }
+}

@@ -506,6 +506,17 @@ pub trait Store: Send + Sync + 'static {
     /// ```
     async fn consent_usage(&self) -> Result<StoreUsage, VaultError>;
 
+    /// Proves the store answers and the keyring opens it (a sealed read): what `/readyz`
+    /// asks (DESIGN 2.4). Cheap; no secret is returned.
+    ///
+    /// ```
+    /// # use portcullis::vault::{Store, VaultError};
+    /// # async fn demo(store: &dyn Store) -> Result<(), VaultError> {
+    /// store.check().await?; // the vault is usable
+    /// # Ok(()) }
+    /// ```
+    async fn check(&self) -> Result<(), VaultError>;
+
     /// Removes consent sessions expired at `now` (unix seconds); returns how many.
     ///
     /// ```

@@ -373,6 +373,27 @@ impl Store for SledStore {
         self.inner.open(TRANSIENT, purpose.as_bytes(), envelope)
     }
 
+    async fn check(&self) -> Result<(), VaultError> {
+        self.read(|inner| {
+            let envelope = inner
+                .meta
+                .get(CANARY_KEY)?
+                .ok_or_else(|| VaultError::Corrupt {
+                    record: "the vault canary".to_string(),
+                    reason: "missing".to_string(),
+                })?;
+            let text = inner.open(META, CANARY_KEY, &envelope)?;
+            if text.as_slice() == CANARY_TEXT {
+                Ok(())
+            } else {
+                Err(VaultError::Corrupt {
+                    record: "the vault canary".to_string(),
+                    reason: "unexpected content".to_string(),
+                })
+            }
+        })
+    }
+
     async fn consent_usage(&self) -> Result<StoreUsage, VaultError> {
         self.blocking(|inner| {
             let mut usage = StoreUsage::default();

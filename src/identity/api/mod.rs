@@ -31,7 +31,6 @@ pub use sigv4::{SERVICE as SIGNING_NAME, SigV4Error};
 pub use workload_token::{WorkloadTokenError, WorkloadTokens};
 
 use super::{Identity, IdentityError};
-use crate::GatewayState;
 use crate::identity::settings::{AccessKeyConfig, IdentitySections, WorkloadConfig};
 use crate::inbound::{KeyStore, Verifier};
 
@@ -198,13 +197,17 @@ impl IdentityApi {
     }
 }
 
-pub fn routes() -> Router<Arc<GatewayState>> {
-    Router::new().route("/identities/{*operation}", any(dispatch))
+/// `/identities/*`; without `[[identity.access_keys]]` every request is refused as signed with
+/// an unknown key.
+pub fn routes(api: Option<Arc<IdentityApi>>) -> Router {
+    Router::new()
+        .route("/identities/{*operation}", any(dispatch))
+        .with_state(api)
 }
 
 /// Every `/identities/*` request: read the body, verify SigV4, run the operation, and shape
 /// the answer (errors through `edge::identity_api_error`).
-async fn dispatch(State(state): State<Arc<GatewayState>>, request: Request) -> Response {
+async fn dispatch(State(api): State<Option<Arc<IdentityApi>>>, request: Request) -> Response {
     let request_id = uuid::Uuid::new_v4().to_string();
     let (mut parts, body) = request.into_parts();
     // HTTP/2 carries the host in `:authority`, which SigV4 signs as `host`.
@@ -223,7 +226,7 @@ async fn dispatch(State(state): State<Arc<GatewayState>>, request: Request) -> R
                     "request body: unreadable or larger than {MAX_BODY_BYTES} bytes"
                 ))
             })?;
-        let api = state.identity_api.as_deref();
+        let api = api.as_deref();
         let accepted = sigv4::AcceptedCredentials {
             keys: api.map_or(&[][..], |api| api.access_keys.as_slice()),
             regions: api.map_or(&[][..], |api| api.allowed_regions.as_slice()),
