@@ -204,7 +204,9 @@ fn token(
     if scopes.is_empty() {
         scopes.push(DEV_SCOPE.to_string());
     }
-    let issuer = DevIssuer::load_or_create(&config.server.data_dir, &config.server.public_url)?;
+    // The key of the `serve --dev` gateway this config describes (its data dir, resolved like
+    // every path against the config file's folder); never a fresh one.
+    let issuer = DevIssuer::load_existing(&config.server.data_dir, &config.server.public_url)?;
     println!(
         "{}",
         issuer.mint(sub, &scopes, aud.as_deref().unwrap_or(DEV_AUDIENCE))?

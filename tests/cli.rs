@@ -265,3 +265,135 @@ fn validate_refuses_the_login_client_id_as_an_allowed_audience() {
     );
     assert!(stderr.contains("1 problem(s)"), "{stderr}");
 }
+
+/// Issue 9 item 7: a `sub` that carries a newline and a forged log line reaches the log of the
+/// real binary (the audit line of its tool call) escaped: no line of the log starts with the
+/// forged text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subject_with_a_newline_cannot_forge_a_log_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    std::fs::write(
+        dir.path().join("portcullis.toml"),
+        format!("[server]\nlisten = \"127.0.0.1:{port}\"\n[targets]\ndir = \"targets\"\n"),
+    )
+    .unwrap();
+    write_json(
+        &dir.path().join("targets"),
+        "echo.json",
+        &json!({"name": "echo", "http": {"baseUrl": format!("{base}/dev/echo")},
+                "tools": [{"name": "say", "inputSchema": {"type": "object"},
+                           "http": {"method": "POST", "path": "/say"}}]}),
+    );
+    let gateway = RunningBinary::serve(dir.path(), port, true, &[]).await;
+    let forged = "2026-01-01T00:00:00.000000Z  INFO portcullis: account linked subject=admin";
+    let sub = format!("mallory\n{forged}\r\u{1b}[2K");
+    let (code, token, stderr) = run(
+        &["token", "--sub", &sub, "--config", "portcullis.toml"],
+        dir.path(),
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let response = reqwest::Client::new()
+        .post(gateway.mcp_url())
+        .bearer_auth(token.trim())
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", "echo___say")
+        .json(
+            &json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+            "name": "echo___say", "arguments": {"text": "hi"},
+            "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                      "io.modelcontextprotocol/clientInfo": {"name": "t", "version": "1"},
+                      "io.modelcontextprotocol/clientCapabilities": {}}}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    // SIGTERM: a graceful shutdown flushes the batched log.
+    let mut gateway = gateway;
+    let pid = gateway.child.id().unwrap().to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(gateway.child.wait().await.unwrap().success());
+    let log = gateway.log_text();
+    assert!(log.contains("mallory"), "the call was logged: {log}");
+    assert!(
+        !log.lines().any(|line| line.starts_with("2026-01-01")),
+        "a forged line: {log}"
+    );
+    assert!(
+        !log.contains('\u{1b}'),
+        "no raw escape reaches the log: {log}"
+    );
+}
+
+/// Issue 9 item 12: `portcullis token` never signs with a key of its own. Run from another
+/// folder it either finds the running dev gateway's key through that gateway's config, or
+/// refuses and says where it looked; before, it minted with a fresh key the gateway refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_from_another_folder_uses_the_dev_gateways_key_or_says_where_it_looked() {
+    let served = tempfile::tempdir().unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let port = free_port();
+    std::fs::write(
+        served.path().join("portcullis.toml"),
+        format!("[server]\nlisten = \"127.0.0.1:{port}\"\n[targets]\ndir = \"targets\"\n"),
+    )
+    .unwrap();
+    std::fs::create_dir_all(served.path().join("targets")).unwrap();
+    let gateway = RunningBinary::serve(served.path(), port, true, &[]).await;
+    let list = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {
+        "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                  "io.modelcontextprotocol/clientInfo": {"name": "t", "version": "1"},
+                  "io.modelcontextprotocol/clientCapabilities": {}}}});
+    let status_with = |token: String| {
+        let url = gateway.mcp_url();
+        let list = list.clone();
+        async move {
+            reqwest::Client::new()
+                .post(url)
+                .bearer_auth(token.trim())
+                .header("accept", "application/json, text/event-stream")
+                .header("mcp-protocol-version", "2026-07-28")
+                .header("mcp-method", "tools/list")
+                .json(&list)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+
+    // From another folder, no config: nothing to find, and it says where it looked.
+    let (code, token, stderr) = run(&["token", "--sub", "alice"], elsewhere.path());
+    assert_ne!(code, 0, "minted {token}");
+    assert!(token.trim().is_empty());
+    assert!(stderr.contains("no development issuer key at"), "{stderr}");
+    assert!(stderr.contains("dev-issuer.p8"), "{stderr}");
+    assert!(
+        !elsewhere.path().join("data").exists(),
+        "no key was created where it ran"
+    );
+
+    // From another folder with the gateway's config: the gateway's own key.
+    let config = served.path().join("portcullis.toml");
+    let (code, token, stderr) = run(
+        &[
+            "token",
+            "--sub",
+            "alice",
+            "--config",
+            config.to_str().unwrap(),
+        ],
+        elsewhere.path(),
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(status_with(token).await, 200);
+}

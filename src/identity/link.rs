@@ -216,7 +216,7 @@ impl Identity {
             provider: session.provider.clone(),
         };
         self.store.put_token(&key, record).await?;
-        tracing::info!(provider = %session.provider, issuer = %session.issuer, subject = %session.subject, "account linked");
+        tracing::info!(provider = %session.provider, issuer = %session.issuer, subject = ?session.subject, "account linked");
         crate::telemetry::consent_completed(&session.provider);
         let origin = session.origin.as_deref().unwrap_or(&session.id);
         self.mark_origin(session, origin, Stage::Completed).await;

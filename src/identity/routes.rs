@@ -487,7 +487,7 @@ async fn revoke(
     };
     match identity.store().delete_token(&key).await {
         Ok(_) => {
-            tracing::info!(provider = %form.provider, subject = %user.subject, "link revoked by its user");
+            tracing::info!(provider = ?form.provider, subject = ?user.subject, "link revoked by its user");
             Redirect::to("/connections").into_response()
         }
         Err(error) => internal(&IdentityError::Vault(error)),

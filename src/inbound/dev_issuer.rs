@@ -25,6 +25,13 @@ pub enum DevIssuerError {
     Key(#[from] KeyFileError),
     #[error("cannot sign a token: {0}")]
     Sign(String),
+    /// `portcullis token` never makes a key of its own: a token signed with a fresh key would be
+    /// refused by the running gateway ("unknown kid").
+    #[error(
+        "no development issuer key at {}: start `portcullis serve --dev` with this config first (it creates the key there), or pass the --config of the running dev gateway",
+        path.display()
+    )]
+    NoKey { path: std::path::PathBuf },
 }
 
 #[derive(Debug)]
@@ -45,6 +52,15 @@ impl DevIssuer {
             issuer: Self::issuer_for(public_url),
             key: Es256Key::load_or_create(&data_dir.join(KEY_FILE))?,
         })
+    }
+
+    /// Loads the key `serve --dev` created in `data_dir`; never creates one.
+    pub fn load_existing(data_dir: &Path, public_url: &str) -> Result<DevIssuer, DevIssuerError> {
+        let path = data_dir.join(KEY_FILE);
+        if !path.exists() {
+            return Err(DevIssuerError::NoKey { path });
+        }
+        Self::load_or_create(data_dir, public_url)
     }
 
     pub fn issuer(&self) -> &str {

@@ -93,13 +93,56 @@ impl<'a> MakeWriter<'a> for BatchingWriter {
     }
 }
 
+/// Whether `byte` at `at` in `line` starts something a terminal or a log reader would take as
+/// structure: a C0 control (a newline forges a new line), DEL, a UTF-8 C1 control
+/// (U+0080-U+009F), or U+2028/U+2029 (line and paragraph separators).
+fn needs_escape(line: &[u8], at: usize) -> bool {
+    match line[at] {
+        b if b < 0x20 || b == 0x7f => true,
+        0xc2 => line.get(at + 1).is_some_and(|b| (0x80..=0x9f).contains(b)),
+        0xe2 => line.get(at + 1) == Some(&0x80) && matches!(line.get(at + 2), Some(0xa8 | 0xa9)),
+        _ => false,
+    }
+}
+
+/// Appends `line` to `out` with every control character escaped (`\n`, `\r`, `\t`,
+/// `\u{..}`), except the one newline that ends it. A log line is one event: whatever a caller
+/// put into a field (a `sub` with a newline, an ANSI escape) cannot start a forged line or
+/// reach a terminal (issue 9 item 7). JSON lines are already escaped by serde and pass through
+/// unchanged; the scan is the only cost for lines without such characters.
+fn append_escaped(out: &mut Vec<u8>, line: &[u8]) {
+    let body = line.strip_suffix(b"\n").unwrap_or(line);
+    if !(0..body.len()).any(|at| needs_escape(body, at)) {
+        out.extend_from_slice(line);
+        return;
+    }
+    let text = String::from_utf8_lossy(body);
+    for c in text.chars() {
+        match c {
+            '\n' => out.extend_from_slice(b"\\n"),
+            '\r' => out.extend_from_slice(b"\\r"),
+            '\t' => out.extend_from_slice(b"\\t"),
+            c if c.is_control() || c == '\u{2028}' || c == '\u{2029}' => {
+                out.extend_from_slice(format!("\\u{{{:x}}}", u32::from(c)).as_bytes());
+            }
+            c => {
+                let mut buf = [0u8; 4];
+                out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+            }
+        }
+    }
+    out.push(b'\n');
+}
+
 impl Write for LineWriter<'_> {
     fn write(&mut self, line: &[u8]) -> io::Result<usize> {
         let mut pending = self.shared.pending.lock();
         if pending.closed {
             // No writer thread (it could not start, or we are shutting down): write through.
             drop(pending);
-            io::stderr().lock().write_all(line)?;
+            let mut escaped = Vec::with_capacity(line.len() + 1);
+            append_escaped(&mut escaped, line);
+            io::stderr().lock().write_all(&escaped)?;
             return Ok(line.len());
         }
         if pending.lines.len() + line.len() > MAX_PENDING_BYTES {
@@ -108,7 +151,7 @@ impl Write for LineWriter<'_> {
             return Ok(line.len());
         }
         let was_empty = pending.lines.is_empty();
-        pending.lines.extend_from_slice(line);
+        append_escaped(&mut pending.lines, line);
         drop(pending);
         if was_empty {
             self.shared.first_line.notify_one();
@@ -185,6 +228,24 @@ mod tests {
         fn flush(&mut self) -> io::Result<()> {
             Ok(())
         }
+    }
+
+    #[test]
+    fn control_characters_inside_a_line_are_escaped_and_cannot_forge_a_line() {
+        let mut out = Vec::new();
+        append_escaped(
+            &mut out,
+            "INFO account linked subject=alice\n2026-01-01T00:00:00Z  INFO account linked subject=admin\r\t\u{1b}[31m\u{85}\u{2028}!\n".as_bytes(),
+        );
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(
+            text,
+            "INFO account linked subject=alice\\n2026-01-01T00:00:00Z  INFO account linked subject=admin\\r\\t\\u{1b}[31m\\u{85}\\u{2028}!\n"
+        );
+        assert_eq!(text.lines().count(), 1);
+        let mut plain = Vec::new();
+        append_escaped(&mut plain, b"plain line, caf\xc3\xa9\n");
+        assert_eq!(plain, b"plain line, caf\xc3\xa9\n");
     }
 
     #[test]

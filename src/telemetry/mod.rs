@@ -5,7 +5,6 @@
 //! no user identifiers (they are unbounded and personal); the audit event per tool call does,
 //! in the log only.
 
-use std::io::IsTerminal;
 use std::time::Duration;
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
@@ -30,10 +29,11 @@ pub fn init_logging(config: &TelemetryConfig) -> FlushGuard {
     audit::install(writer.clone(), config.log_format);
     // Colour only for a terminal (and never with NO_COLOR set): escape codes in a log file or
     // a log shipper's input are noise.
-    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    // No ANSI colours, ever: the writer escapes every control character a caller could put in
+    // a field (ESC included), so colour codes would come out as text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(ansi)
+        .with_ansi(false)
         .with_writer(writer);
     // A subscriber may already be installed (tests embedding the gateway); that is fine.
     let _ = match config.log_format {
