@@ -140,23 +140,14 @@ async fn dev_mode_and_token_give_a_working_gateway() {
         .unwrap();
     assert_eq!(discovery["issuer"], format!("{base}/dev"));
 
-    let response = reqwest::Client::new()
-        .post(gateway.mcp_url())
-        .bearer_auth(token)
-        .header("accept", "application/json, text/event-stream")
-        .header("mcp-protocol-version", "2026-07-28")
-        .header("mcp-method", "tools/call")
-        .header("mcp-name", "echo___say")
-        .json(
-            &json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
-            "name": "echo___say", "arguments": {"text": "hello"},
-            "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
-                      "io.modelcontextprotocol/clientInfo": {"name": "t", "version": "1"},
-                      "io.modelcontextprotocol/clientCapabilities": {}}}}),
-        )
-        .send()
-        .await
-        .unwrap();
+    let response = stateless(
+        &gateway.mcp_url(),
+        token,
+        "tools/call",
+        Some("echo___say"),
+        json!({"name": "echo___say", "arguments": {"text": "hello"}}),
+    )
+    .await;
     assert_eq!(response.status().as_u16(), 200);
     // A one-message stateless answer is a JSON body, not an SSE stream.
     assert_eq!(
@@ -294,23 +285,14 @@ async fn a_subject_with_a_newline_cannot_forge_a_log_line() {
         dir.path(),
     );
     assert_eq!(code, 0, "{stderr}");
-    let response = reqwest::Client::new()
-        .post(gateway.mcp_url())
-        .bearer_auth(token.trim())
-        .header("accept", "application/json, text/event-stream")
-        .header("mcp-protocol-version", "2026-07-28")
-        .header("mcp-method", "tools/call")
-        .header("mcp-name", "echo___say")
-        .json(
-            &json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
-            "name": "echo___say", "arguments": {"text": "hi"},
-            "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
-                      "io.modelcontextprotocol/clientInfo": {"name": "t", "version": "1"},
-                      "io.modelcontextprotocol/clientCapabilities": {}}}}),
-        )
-        .send()
-        .await
-        .unwrap();
+    let response = stateless(
+        &gateway.mcp_url(),
+        &token,
+        "tools/call",
+        Some("echo___say"),
+        json!({"name": "echo___say", "arguments": {"text": "hi"}}),
+    )
+    .await;
     assert_eq!(response.status().as_u16(), 200);
     // SIGTERM: a graceful shutdown flushes the batched log.
     let mut gateway = gateway;
@@ -348,29 +330,6 @@ async fn token_from_another_folder_uses_the_dev_gateways_key_or_says_where_it_lo
     .unwrap();
     std::fs::create_dir_all(served.path().join("targets")).unwrap();
     let gateway = RunningBinary::serve(served.path(), port, true, &[]).await;
-    let list = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {
-        "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
-                  "io.modelcontextprotocol/clientInfo": {"name": "t", "version": "1"},
-                  "io.modelcontextprotocol/clientCapabilities": {}}}});
-    let status_with = |token: String| {
-        let url = gateway.mcp_url();
-        let list = list.clone();
-        async move {
-            reqwest::Client::new()
-                .post(url)
-                .bearer_auth(token.trim())
-                .header("accept", "application/json, text/event-stream")
-                .header("mcp-protocol-version", "2026-07-28")
-                .header("mcp-method", "tools/list")
-                .json(&list)
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
-        }
-    };
-
     // From another folder, no config: nothing to find, and it says where it looked.
     let (code, token, stderr) = run(&["token", "--sub", "alice"], elsewhere.path());
     assert_ne!(code, 0, "minted {token}");
@@ -395,5 +354,33 @@ async fn token_from_another_folder_uses_the_dev_gateways_key_or_says_where_it_lo
         elsewhere.path(),
     );
     assert_eq!(code, 0, "{stderr}");
-    assert_eq!(status_with(token).await, 200);
+    let listed = stateless(&gateway.mcp_url(), &token, "tools/list", None, json!({})).await;
+    assert_eq!(listed.status().as_u16(), 200);
+}
+
+/// A stateless (2026-07-28) MCP request through HTTP, with the per-request headers and `_meta`.
+async fn stateless(
+    mcp_url: &str,
+    token: &str,
+    method: &str,
+    name: Option<&str>,
+    mut params: Value,
+) -> reqwest::Response {
+    params["_meta"] = json!({"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                             "io.modelcontextprotocol/clientInfo": {"name": "t", "version": "1"},
+                             "io.modelcontextprotocol/clientCapabilities": {}});
+    let mut request = reqwest::Client::new()
+        .post(mcp_url)
+        .bearer_auth(token.trim())
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", method);
+    if let Some(name) = name {
+        request = request.header("mcp-name", name);
+    }
+    request
+        .json(&json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}))
+        .send()
+        .await
+        .unwrap()
 }

@@ -175,8 +175,8 @@ impl Identity {
             Stage::Authorized(_) => {}
             // The connect URL's own id (known to whoever started the consent) never completes.
             Stage::Pending | Stage::AwaitingApp => return Err(IdentityError::SessionNotAuthorized),
-            Stage::Completed => return Ok(()),
-            Stage::Failed => return Err(not_found()),
+            // An original session that ended: nothing to complete, whoever asks.
+            Stage::Completed | Stage::Failed => return Err(not_found()),
         }
         // Of concurrent completions exactly one takes the held token.
         let mut taken = consent::take_session(store, &session)

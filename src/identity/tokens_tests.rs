@@ -179,6 +179,29 @@ fn rig(script: Vec<Script>) -> Rig {
     }
 }
 
+impl Rig {
+    /// Stores alice's link: `access` expiring at `expires_at`, refresh token `r1`.
+    async fn link(&self, access: &str, expires_at: u64) {
+        self.identity
+            .store()
+            .put_token(&alice_key(), &token(access, Some("r1"), Some(expires_at)))
+            .await
+            .unwrap();
+    }
+
+    /// Alice's credential for the target, with `tool_scopes`.
+    async fn credential(&self, tool_scopes: &[String]) -> Credential {
+        self.identity
+            .credential_for(&alice(), &credentials(), &request(tool_scopes))
+            .await
+            .unwrap()
+    }
+
+    async fn stored(&self) -> Option<TokenRecord> {
+        self.identity.store().get_token(&alice_key()).await.unwrap()
+    }
+}
+
 fn request(tool_scopes: &[String]) -> CredentialRequest<'_> {
     CredentialRequest {
         tool_scopes,
@@ -198,14 +221,7 @@ fn bearer(credential: Credential) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_expired_token_is_refreshed_once_for_100_concurrent_calls() {
     let rig = rig(vec![Script::Grant("fresh", Some("rotated"))]);
-    let store = rig.identity.store().clone();
-    store
-        .put_token(
-            &alice_key(),
-            &token("stale", Some("r1"), Some(unix_now() - 1)),
-        )
-        .await
-        .unwrap();
+    rig.link("stale", unix_now() - 1).await;
     let calls: Vec<_> = (0..100)
         .map(|_| {
             let identity = rig.identity.clone();
@@ -222,7 +238,7 @@ async fn an_expired_token_is_refreshed_once_for_100_concurrent_calls() {
     }
     assert_eq!(*rig.endpoint.refreshes.lock(), ["r1"]);
     // The rotated refresh token was stored (before the new access token was handed out).
-    let stored = store.get_token(&alice_key()).await.unwrap().unwrap();
+    let stored = rig.stored().await.unwrap();
     assert_eq!(
         stored.refresh_token.as_ref().map(Secret::expose),
         Some("rotated")
@@ -234,21 +250,10 @@ async fn an_expired_token_is_refreshed_once_for_100_concurrent_calls() {
 #[tokio::test]
 async fn a_provider_that_does_not_rotate_keeps_the_old_refresh_token() {
     let rig = rig(vec![Script::Grant("fresh", None)]);
-    let store = rig.identity.store().clone();
-    store
-        .put_token(
-            &alice_key(),
-            &token("stale", Some("r1"), Some(unix_now() - 1)),
-        )
-        .await
-        .unwrap();
-    let credential = rig
-        .identity
-        .credential_for(&alice(), &credentials(), &request(&[]))
-        .await
-        .unwrap();
+    rig.link("stale", unix_now() - 1).await;
+    let credential = rig.credential(&[]).await;
     assert_eq!(bearer(credential), "fresh");
-    let stored = store.get_token(&alice_key()).await.unwrap().unwrap();
+    let stored = rig.stored().await.unwrap();
     assert_eq!(
         stored.refresh_token.as_ref().map(Secret::expose),
         Some("r1")
@@ -258,39 +263,17 @@ async fn a_provider_that_does_not_rotate_keeps_the_old_refresh_token() {
 #[tokio::test]
 async fn invalid_grant_re_reads_and_uses_a_token_another_replica_rotated() {
     let rig = rig(vec![Script::RotatedElsewhere("from-elsewhere", "r2")]);
-    let store = rig.identity.store().clone();
-    store
-        .put_token(
-            &alice_key(),
-            &token("stale", Some("r1"), Some(unix_now() - 1)),
-        )
-        .await
-        .unwrap();
-    let credential = rig
-        .identity
-        .credential_for(&alice(), &credentials(), &request(&[]))
-        .await
-        .unwrap();
+    rig.link("stale", unix_now() - 1).await;
+    let credential = rig.credential(&[]).await;
     assert_eq!(bearer(credential), "from-elsewhere");
-    assert!(store.get_token(&alice_key()).await.unwrap().is_some());
+    assert!(rig.stored().await.is_some());
 }
 
 #[tokio::test]
 async fn invalid_grant_with_nothing_newer_drops_the_link_and_asks_for_consent() {
     let rig = rig(vec![Script::InvalidGrant]);
-    let store = rig.identity.store().clone();
-    store
-        .put_token(
-            &alice_key(),
-            &token("stale", Some("r1"), Some(unix_now() - 1)),
-        )
-        .await
-        .unwrap();
-    let credential = rig
-        .identity
-        .credential_for(&alice(), &credentials(), &request(&[]))
-        .await
-        .unwrap();
+    rig.link("stale", unix_now() - 1).await;
+    let credential = rig.credential(&[]).await;
     let Credential::NeedsConsent(prompt) = credential else {
         panic!("expected a consent prompt");
     };
@@ -299,26 +282,15 @@ async fn invalid_grant_with_nothing_newer_drops_the_link_and_asks_for_consent() 
             .url
             .starts_with("https://gw.example.com/oauth2/connect/")
     );
-    assert!(store.get_token(&alice_key()).await.unwrap().is_none());
+    assert!(rig.stored().await.is_none());
 }
 
 #[tokio::test]
 async fn a_tool_needing_more_scopes_asks_for_the_union() {
     let rig = rig(vec![]);
-    let store = rig.identity.store().clone();
-    store
-        .put_token(
-            &alice_key(),
-            &token("t", Some("r1"), Some(unix_now() + 3600)),
-        )
-        .await
-        .unwrap();
+    rig.link("t", unix_now() + 3600).await;
     let more = ["write".to_string()];
-    let credential = rig
-        .identity
-        .credential_for(&alice(), &credentials(), &request(&more))
-        .await
-        .unwrap();
+    let credential = rig.credential(&more).await;
     assert!(matches!(credential, Credential::NeedsConsent(_)));
     assert_eq!(*rig.endpoint.authorizations.lock(), [vec!["read", "write"]]);
     assert!(rig.endpoint.refreshes.lock().is_empty());
@@ -327,14 +299,7 @@ async fn a_tool_needing_more_scopes_asks_for_the_union() {
 #[tokio::test]
 async fn a_401_refreshes_a_token_that_still_looks_fresh_and_only_once() {
     let rig = rig(vec![Script::Grant("after-401", Some("r2"))]);
-    let store = rig.identity.store().clone();
-    store
-        .put_token(
-            &alice_key(),
-            &token("refused", Some("r1"), Some(unix_now() + 3600)),
-        )
-        .await
-        .unwrap();
+    rig.link("refused", unix_now() + 3600).await;
     let fresh = rig
         .identity
         .after_unauthorized(

@@ -106,7 +106,7 @@ fn needs_escape(line: &[u8], at: usize) -> bool {
 }
 
 /// Appends `line` to `out` with every control character escaped (`\n`, `\r`, `\t`,
-/// `\u{..}`), except the one newline that ends it. A log line is one event: whatever a caller
+/// `\uXXXX` as JSON writes it), except the one newline that ends it. A log line is one event: whatever a caller
 /// put into a field (a `sub` with a newline, an ANSI escape) cannot start a forged line or
 /// reach a terminal (issue 9 item 7). JSON lines are already escaped by serde and pass through
 /// unchanged; the scan is the only cost for lines without such characters.
@@ -123,7 +123,9 @@ fn append_escaped(out: &mut Vec<u8>, line: &[u8]) {
             '\r' => out.extend_from_slice(b"\\r"),
             '\t' => out.extend_from_slice(b"\\t"),
             c if c.is_control() || c == '\u{2028}' || c == '\u{2029}' => {
-                out.extend_from_slice(format!("\\u{{{:x}}}", u32::from(c)).as_bytes());
+                // JSON's own escape form, so a JSON line stays valid JSON (serde leaves C1
+                // controls and U+2028/2029 raw inside strings).
+                out.extend_from_slice(format!("\\u{:04x}", u32::from(c)).as_bytes());
             }
             c => {
                 let mut buf = [0u8; 4];
@@ -240,12 +242,22 @@ mod tests {
         let text = String::from_utf8(out).unwrap();
         assert_eq!(
             text,
-            "INFO account linked subject=alice\\n2026-01-01T00:00:00Z  INFO account linked subject=admin\\r\\t\\u{1b}[31m\\u{85}\\u{2028}!\n"
+            "INFO account linked subject=alice\\n2026-01-01T00:00:00Z  INFO account linked subject=admin\\r\\t\\u001b[31m\\u0085\\u2028!\n"
         );
         assert_eq!(text.lines().count(), 1);
         let mut plain = Vec::new();
         append_escaped(&mut plain, b"plain line, caf\xc3\xa9\n");
         assert_eq!(plain, b"plain line, caf\xc3\xa9\n");
+    }
+
+    #[test]
+    fn a_json_line_stays_valid_json_after_escaping() {
+        let line = serde_json::json!({"subject": "a\u{2028}b\u{85}c\nd"}).to_string() + "\n";
+        let mut out = Vec::new();
+        append_escaped(&mut out, line.as_bytes());
+        let parsed: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(parsed["subject"], "a\u{2028}b\u{85}c\nd");
+        assert_eq!(out.iter().filter(|b| **b == b'\n').count(), 1);
     }
 
     #[test]
