@@ -1,8 +1,12 @@
 //! The one tool-call pipeline: validate arguments -> credential -> invoke -> audit.
 //!
-//! Readable top to bottom in [`CallPipeline::run`]; protocol shaping (revisions, JSON-RPC,
-//! how a consent prompt reaches the client) is the `mcp` module's job and error wording is
-//! `edge`'s.
+//! Readable top to bottom in [`CallPipeline::run`]. It returns a typed [`CallOutcome`]; how
+//! each outcome reaches the client (revisions, JSON-RPC, the consent signal, wording) is the
+//! `mcp` module's job, in one function.
+//!
+//! Owns: the order of the steps and the single refresh-and-retry after a refused credential.
+//! May use: `catalog` (the tool), `targets` (invoke through the trait), `identity` (the
+//! caller's credential), `inbound` (the caller), `credential`, `telemetry` (labels).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -10,50 +14,54 @@ use std::time::Instant;
 use rmcp::model::CallToolResult;
 use serde_json::{Map, Value};
 
-use crate::catalog::{CatalogTool, TargetKind};
-use crate::identity::{ConsentPrompt, Credential, CredentialRequest, Identity, Injection};
+use crate::catalog::CatalogTool;
+use crate::credential::Injection;
+use crate::identity::{ConsentPrompt, Credential, CredentialRequest, Identity, IdentityError};
 use crate::inbound::Caller;
-use crate::targets::lambda::InvokeContext;
-use crate::targets::{HttpInvoker, LambdaInvoker, TargetError};
+use crate::targets::{Invocation, TargetError, ToolCall};
 
 pub struct CallPipeline {
-    http: HttpInvoker,
-    lambda: LambdaInvoker,
     identity: Option<Arc<Identity>>,
     gateway_id: String,
 }
 
-/// How one call ended, for the audit trail and metrics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    Ok,
-    InvalidArguments,
-    ToolError,
-    TargetFailed,
-    ConsentRequired,
-    CredentialUnavailable,
-    /// The API refused a token the provider had just issued (after a refresh).
-    CredentialRefused,
+/// How one call ended. `mcp` turns it into what the client sees; [`CallOutcome::label`] is
+/// what the audit line and the metrics record.
+#[derive(Debug)]
+pub enum CallOutcome {
+    /// The target answered: its result, success or its own `isError`, passes through unchanged.
+    Answered(CallToolResult),
+    /// The arguments failed the tool's `inputSchema`: one `<JSON pointer>: <keyword>: <message>`
+    /// per failure. Nothing ran.
+    InvalidArguments(Vec<String>),
+    /// The target could not produce a result.
+    TargetFailed(TargetError),
+    /// The user must link their account first.
+    NeedsConsent(ConsentPrompt),
+    /// The target declares a credential but this gateway has no identity section to supply it.
+    CredentialUnconfigured { provider: String },
+    /// The credential could not be obtained for a reason other than missing consent.
+    CredentialFailed(IdentityError),
+    /// The API refused a token the provider had just issued (after a refresh): another consent
+    /// would only produce another such token, so none is asked for (DESIGN 2.3, no consent loop).
+    FreshTokenRefused { challenge: Option<String> },
 }
 
-impl Outcome {
-    pub fn as_str(self) -> &'static str {
+impl CallOutcome {
+    /// The audit and metrics label: bounded, no user data.
+    pub fn label(&self) -> &'static str {
         match self {
-            Outcome::Ok => "ok",
-            Outcome::InvalidArguments => "invalid_arguments",
-            Outcome::ToolError => "tool_error",
-            Outcome::TargetFailed => "target_failed",
-            Outcome::ConsentRequired => "consent_required",
-            Outcome::CredentialUnavailable => "credential_unavailable",
-            Outcome::CredentialRefused => "credential_refused",
+            CallOutcome::Answered(result) if result.is_error == Some(true) => "tool_error",
+            CallOutcome::Answered(_) => "ok",
+            CallOutcome::InvalidArguments(_) => "invalid_arguments",
+            CallOutcome::TargetFailed(_) => "target_failed",
+            CallOutcome::NeedsConsent(_) => "consent_required",
+            CallOutcome::CredentialUnconfigured { .. } | CallOutcome::CredentialFailed(_) => {
+                "credential_unavailable"
+            }
+            CallOutcome::FreshTokenRefused { .. } => "credential_refused",
         }
     }
-}
-
-/// What the client gets: a tool result, or a request to send the user to a consent URL.
-pub enum CallOutcome {
-    Result(CallToolResult),
-    NeedsConsent(ConsentPrompt),
 }
 
 /// Per-call options from the request's `_meta`.
@@ -63,16 +71,16 @@ pub struct CallOptions {
     pub force_authentication: bool,
 }
 
+/// One argument-validation failure: `<JSON pointer>: <keyword>: <message>`.
+fn describe_argument_error(error: &jsonschema::ValidationError<'_>) -> String {
+    let pointer = error.instance_path().as_str();
+    let pointer = if pointer.is_empty() { "/" } else { pointer };
+    format!("{pointer}: {}: {error}", error.kind().keyword())
+}
+
 impl CallPipeline {
-    pub fn new(
-        http: HttpInvoker,
-        lambda: LambdaInvoker,
-        identity: Option<Arc<Identity>>,
-        gateway_id: String,
-    ) -> CallPipeline {
+    pub fn new(identity: Option<Arc<Identity>>, gateway_id: String) -> CallPipeline {
         CallPipeline {
-            http,
-            lambda,
             identity,
             gateway_id,
         }
@@ -82,8 +90,7 @@ impl CallPipeline {
         self.identity.as_ref()
     }
 
-    /// Runs `tool` for `caller`. Failures the model can act on (bad arguments, target errors)
-    /// are `isError` results, never protocol errors.
+    /// Runs `tool` for `caller` and records the audit event.
     pub async fn run(
         &self,
         caller: &Caller,
@@ -93,8 +100,14 @@ impl CallPipeline {
         options: CallOptions,
     ) -> CallOutcome {
         let started = Instant::now();
-        let (outcome, audit) = self.execute(caller, tool, args, message_id, options).await;
-        crate::telemetry::tool_called(caller, &tool.qualified_name, audit, started.elapsed());
+        let outcome = self.execute(caller, tool, args, message_id, options).await;
+        crate::telemetry::tool_called(
+            &caller.issuer,
+            &caller.subject,
+            &tool.qualified_name,
+            outcome.label(),
+            started.elapsed(),
+        );
         outcome
     }
 
@@ -105,122 +118,104 @@ impl CallPipeline {
         args: Map<String, Value>,
         message_id: &str,
         options: CallOptions,
-    ) -> (CallOutcome, Outcome) {
+    ) -> CallOutcome {
         // 1. Arguments must match the tool's inputSchema before anything runs.
         let args = Value::Object(args);
         let failures: Vec<String> = tool
             .validator
             .iter_errors(&args)
-            .map(|e| crate::edge::describe_argument_error(&e))
+            .map(|e| describe_argument_error(&e))
             .collect();
         let Value::Object(args) = args else {
-            return (
-                result(crate::edge::invalid_arguments_result(&[
-                    "/: must be an object".into(),
-                ])),
-                Outcome::InvalidArguments,
-            );
+            return CallOutcome::InvalidArguments(vec!["/: must be an object".into()]);
         };
         if !failures.is_empty() {
-            return (
-                result(crate::edge::invalid_arguments_result(&failures)),
-                Outcome::InvalidArguments,
-            );
+            return CallOutcome::InvalidArguments(failures);
         }
 
         // 2. The caller's own downstream credential, if the target declares one. The RFC 8707
-        //    resource is the credential's or provider's own (DESIGN 2.3), never the target URL.
+        //    resource is the credential's, else the target's own, else the provider's
+        //    (DESIGN 2.3).
         let request = CredentialRequest {
             tool_scopes: &tool.def.scopes,
             resource: None,
+            target_resource: tool.target.runtime.resource(),
             force_authentication: options.force_authentication,
         };
         let credential = match self.credential(caller, tool, &request).await {
             Ok(Some(Credential::Ready(injection))) => Some(injection),
-            Ok(Some(Credential::NeedsConsent(prompt))) => {
-                return (CallOutcome::NeedsConsent(prompt), Outcome::ConsentRequired);
-            }
+            Ok(Some(Credential::NeedsConsent(prompt))) => return CallOutcome::NeedsConsent(prompt),
             Ok(None) => None,
-            Err(failure) => return (result(failure), Outcome::CredentialUnavailable),
+            Err(failure) => return failure,
         };
 
-        // 3. Invoke. A 401 from the API means the user's token died: refresh once and retry.
-        //    If the freshly issued token is refused too, a new consent would only produce
+        // 3. Invoke. A refused bearer token means the user's token died: refresh once and
+        //    retry. If the freshly issued token is refused too, a new consent would only produce
         //    another token the API refuses: say so instead of asking again (no consent loop).
-        let mut invoked = self
-            .invoke(caller, tool, &args, message_id, credential.as_ref())
-            .await;
-        if let (
-            Ok(Invoked {
-                status: Some(401), ..
-            }),
-            Some(Injection::Bearer(used)),
-        ) = (&invoked, &credential)
-        {
-            let fresh = match self.refresh_after_401(caller, tool, used, &request).await {
-                Ok(fresh) => fresh,
-                Err(early) => return early,
-            };
-            invoked = self
-                .invoke(caller, tool, &args, message_id, Some(&fresh))
-                .await;
-            if let Ok(Invoked {
-                status: Some(401),
-                challenge,
-                ..
-            }) = &invoked
-            {
-                return (
-                    result(crate::edge::fresh_token_refused_result(
-                        challenge.as_deref(),
-                    )),
-                    Outcome::CredentialRefused,
-                );
+        let user_id = caller.user_id();
+        let call = ToolCall {
+            tool: tool.index,
+            qualified_name: &tool.qualified_name,
+            target_name: &tool.target.name,
+            gateway_id: &self.gateway_id,
+            message_id,
+            user_id: &user_id,
+            args: &args,
+        };
+        let runtime = &tool.target.runtime;
+        let invoked = runtime.invoke(&call, credential.as_ref()).await;
+        let invoked = match (invoked, &credential) {
+            (
+                Ok(Invocation {
+                    credential_refused: Some(_),
+                    ..
+                }),
+                Some(Injection::Bearer(used)),
+            ) => {
+                let fresh = match self
+                    .refresh_after_refusal(caller, tool, used, &request)
+                    .await
+                {
+                    Ok(fresh) => fresh,
+                    Err(early) => return early,
+                };
+                match runtime.invoke(&call, Some(&fresh)).await {
+                    Ok(Invocation {
+                        credential_refused: Some(refusal),
+                        ..
+                    }) => {
+                        return CallOutcome::FreshTokenRefused {
+                            challenge: refusal.challenge,
+                        };
+                    }
+                    retried => retried,
+                }
             }
-        }
-
-        // 4. Shape for the audit trail.
+            (invoked, _) => invoked,
+        };
         match invoked {
-            Ok(Invoked {
-                result: tool_result,
-                ..
-            }) if tool_result.is_error == Some(true) => (result(tool_result), Outcome::ToolError),
-            Ok(Invoked {
-                result: tool_result,
-                ..
-            }) => (result(tool_result), Outcome::Ok),
-            Err(error) => (
-                result(crate::edge::target_error_result(&error)),
-                Outcome::TargetFailed,
-            ),
+            Ok(invocation) => CallOutcome::Answered(invocation.result),
+            Err(error) => CallOutcome::TargetFailed(error),
         }
     }
 
-    /// A fresh credential after the API refused `used`, or the outcome to return instead.
-    async fn refresh_after_401(
+    /// A fresh credential after the target refused `used`, or the outcome to return instead.
+    async fn refresh_after_refusal(
         &self,
         caller: &Caller,
         tool: &CatalogTool,
-        used: &crate::vault::Secret,
+        used: &crate::secret::Secret,
         request: &CredentialRequest<'_>,
-    ) -> Result<Injection, (CallOutcome, Outcome)> {
+    ) -> Result<Injection, CallOutcome> {
         let (Some(credentials), Some(identity)) = (&tool.target.credentials, &self.identity) else {
-            return Err((
-                result(crate::edge::target_error_result(&TargetError::Credential(
-                    "no credential to refresh".into(),
-                ))),
-                Outcome::TargetFailed,
-            ));
+            return Err(CallOutcome::TargetFailed(TargetError::Credential(
+                "no credential to refresh".into(),
+            )));
         };
         match Box::pin(identity.after_unauthorized(caller, credentials, used, request)).await {
             Ok(Credential::Ready(fresh)) => Ok(fresh),
-            Ok(Credential::NeedsConsent(prompt)) => {
-                Err((CallOutcome::NeedsConsent(prompt), Outcome::ConsentRequired))
-            }
-            Err(error) => Err((
-                result(crate::edge::credential_error_result(&error)),
-                Outcome::CredentialUnavailable,
-            )),
+            Ok(Credential::NeedsConsent(prompt)) => Err(CallOutcome::NeedsConsent(prompt)),
+            Err(error) => Err(CallOutcome::CredentialFailed(error)),
         }
     }
 
@@ -230,72 +225,19 @@ impl CallPipeline {
         caller: &Caller,
         tool: &CatalogTool,
         request: &CredentialRequest<'_>,
-    ) -> Result<Option<Credential>, CallToolResult> {
+    ) -> Result<Option<Credential>, CallOutcome> {
         let Some(credentials) = &tool.target.credentials else {
             return Ok(None);
         };
         let Some(identity) = &self.identity else {
-            return Err(crate::edge::credential_unavailable_result(credentials));
+            return Err(CallOutcome::CredentialUnconfigured {
+                provider: credentials.provider().to_string(),
+            });
         };
         // Boxed so that the vault and refresh futures do not inflate the per-call future.
         Box::pin(identity.credential_for(caller, credentials, request))
             .await
             .map(Some)
-            .map_err(|e| crate::edge::credential_error_result(&e))
+            .map_err(CallOutcome::CredentialFailed)
     }
-
-    /// The result and, for HTTP targets, the response status and challenge.
-    async fn invoke(
-        &self,
-        caller: &Caller,
-        tool: &CatalogTool,
-        args: &Map<String, Value>,
-        message_id: &str,
-        credential: Option<&Injection>,
-    ) -> Result<Invoked, TargetError> {
-        match &tool.target.kind {
-            TargetKind::Http(target) => {
-                let route = tool
-                    .route
-                    .as_ref()
-                    .ok_or_else(|| TargetError::Unreachable("tool has no HTTP mapping".into()))?;
-                let reply = self.http.invoke(target, route, args, credential).await?;
-                Ok(Invoked {
-                    result: reply.result,
-                    status: Some(reply.status),
-                    challenge: reply.challenge,
-                })
-            }
-            TargetKind::Lambda(target) => {
-                let user_id = caller.user_id();
-                let context = InvokeContext {
-                    qualified_tool_name: &tool.qualified_name,
-                    gateway_id: &self.gateway_id,
-                    target_name: &tool.target.name,
-                    mcp_message_id: message_id,
-                    user_id: &user_id,
-                    credential,
-                };
-                // Boxed: the SDK's invoke future is ~11 KiB, and every future that embeds it
-                // (up to rmcp's per-request task) would be copied at each spawn and first poll.
-                let invoked = Box::pin(self.lambda.invoke(target, args, &context)).await?;
-                Ok(Invoked {
-                    result: invoked,
-                    status: None,
-                    challenge: None,
-                })
-            }
-        }
-    }
-}
-
-/// What a target answered: the result and, for HTTP targets, the status and challenge.
-struct Invoked {
-    result: CallToolResult,
-    status: Option<u16>,
-    challenge: Option<String>,
-}
-
-fn result(result: CallToolResult) -> CallOutcome {
-    CallOutcome::Result(result)
 }

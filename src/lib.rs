@@ -6,15 +6,17 @@
 
 #![forbid(unsafe_code)]
 
+pub mod body;
 pub mod call;
 pub mod catalog;
 pub mod config;
+pub mod credential;
 mod dev;
-pub mod edge;
 pub mod identity;
 pub mod inbound;
 pub mod mcp;
 mod routes;
+pub mod secret;
 pub mod targets;
 pub mod telemetry;
 pub mod vault;
@@ -35,9 +37,7 @@ use crate::catalog::Catalog;
 use crate::config::{Config, KeySourceConfig};
 use crate::inbound::{AuthLayerState, DevIssuer, KeyStore, Verifier};
 use crate::mcp::{McpGateway, McpState, SessionOwners, SessionRegistry};
-
-/// The path of the MCP endpoint, also the resource identifier's path (RFC 9728).
-pub const MCP_PATH: &str = "/mcp";
+use crate::targets::Transport;
 
 /// The assembled parts. Each router gets only its own part (the MCP surface [`McpState`],
 /// the browser routes and the identity API their `Identity`, the operational routes
@@ -45,6 +45,8 @@ pub const MCP_PATH: &str = "/mcp";
 pub struct GatewayState {
     pub config: Config,
     pub catalog: Arc<ArcSwap<Catalog>>,
+    /// The clients every target is built on, kept for reloads.
+    pub transport: Transport,
     pub mcp: Arc<McpState>,
     pub keys: Arc<KeyStore>,
     pub dev_issuer: Option<Arc<DevIssuer>>,
@@ -85,7 +87,7 @@ impl GatewayState {
     /// Reloads the catalog from disk, swaps it in and tells live sessions.
     pub async fn reload_catalog(&self) {
         let previous = self.catalog.load_full();
-        let (catalog, problems) = load_catalog(&self.config, &previous);
+        let (catalog, problems) = load_catalog(&self.config, &previous, &self.transport);
         log_catalog(&catalog, &problems, "catalog reloaded");
         self.catalog.store(Arc::new(catalog));
         self.mcp.sessions.notify_tools_changed().await;
@@ -95,8 +97,12 @@ impl GatewayState {
 /// Loads the target files (failed files keep their version from `previous`) and checks every
 /// credential reference against the config: what `serve` starts with, reload swaps in and
 /// `portcullis validate` reports.
-pub fn load_catalog(config: &Config, previous: &Catalog) -> (Catalog, Vec<catalog::Problem>) {
-    let (catalog, mut problems) = Catalog::load(&config.targets.dir, previous);
+pub fn load_catalog(
+    config: &Config,
+    previous: &Catalog,
+    transport: &Transport,
+) -> (Catalog, Vec<catalog::Problem>) {
+    let (catalog, mut problems) = Catalog::load(&config.targets.dir, previous, transport);
     problems.extend(unknown_credential_references(config, &catalog));
     (catalog, problems)
 }
@@ -122,13 +128,13 @@ fn unknown_credential_references(
         .targets()
         .filter_map(|target| {
             let (pointer, name, known, section) = match target.credentials.as_ref()? {
-                catalog::Credentials::Oauth(oauth) => (
+                credential::Credentials::Oauth(oauth) => (
                     "/credentials/oauth/provider",
                     &oauth.provider,
                     config.providers.contains_key(&oauth.provider),
                     "[providers]",
                 ),
-                catalog::Credentials::ApiKey(key) => (
+                credential::Credentials::ApiKey(key) => (
                     "/credentials/apiKey/provider",
                     &key.provider,
                     config.api_keys.contains_key(&key.provider),
@@ -178,7 +184,8 @@ impl Gateway {
             }
             source => (Arc::new(KeyStore::remote(source, http.clone())), None),
         };
-        let (catalog, problems) = load_catalog(&config, &Catalog::default());
+        let transport = Transport::new()?;
+        let (catalog, problems) = load_catalog(&config, &Catalog::default(), &transport);
         log_catalog(&catalog, &problems, "catalog loaded");
         let identity = if config.providers.is_empty()
             && config.api_keys.is_empty()
@@ -211,12 +218,7 @@ impl Gateway {
             .map(Arc::new),
             None => None,
         };
-        let pipeline = CallPipeline::new(
-            targets::HttpInvoker::new()?,
-            targets::LambdaInvoker::default(),
-            identity.clone(),
-            "portcullis".to_string(),
-        );
+        let pipeline = CallPipeline::new(identity.clone(), "portcullis".to_string());
         let catalog = Arc::new(ArcSwap::from_pointee(catalog));
         let mcp = Arc::new(McpState {
             catalog: catalog.clone(),
@@ -226,6 +228,7 @@ impl Gateway {
         let state = Arc::new(GatewayState {
             config,
             catalog,
+            transport,
             mcp,
             keys,
             dev_issuer,
@@ -382,17 +385,17 @@ fn router(state: &Arc<GatewayState>, shutdown: &CancellationToken) -> Router {
     let auth = Arc::new(AuthLayerState {
         verifier: Verifier::new(&state.config.inbound, state.keys.clone()),
         public_url: server.public_url.clone(),
-        resource_path: MCP_PATH,
+        resource_path: mcp::PATH,
     });
     // Layers run outermost-last: authenticate first, then rewrite rmcp's plain-text errors,
     // then check that a session id belongs to the caller (DESIGN 3.2 invariant 8).
     let mcp = Router::new()
-        .route_service(MCP_PATH, mcp_service)
+        .route_service(mcp::PATH, mcp_service)
         .route_layer(axum::middleware::from_fn_with_state(
             session_owners,
             mcp::session_owner::bind_sessions_to_callers,
         ))
-        .route_layer(axum::middleware::from_fn(edge::json_rpc_client_errors))
+        .route_layer(axum::middleware::from_fn(mcp::json_rpc_client_errors))
         .route_layer(axum::middleware::from_fn_with_state(
             auth,
             inbound::require_caller,
@@ -411,7 +414,7 @@ fn router(state: &Arc<GatewayState>, shutdown: &CancellationToken) -> Router {
             get(routes::resource_metadata_root),
         )
         .route(
-            &inbound::metadata_path(MCP_PATH),
+            &inbound::metadata_path(mcp::PATH),
             get(routes::resource_metadata_mcp),
         )
         .route("/healthz", get(routes::healthz))

@@ -10,7 +10,6 @@ use serde_json::json;
 
 use arc_swap::ArcSwap;
 
-use crate::MCP_PATH;
 use crate::catalog::Catalog;
 use crate::inbound::KeyStore;
 use crate::vault::Store;
@@ -43,7 +42,7 @@ pub async fn resource_metadata_root(State(state): State<Arc<OpsState>>) -> Respo
 
 /// RFC 9728 section 3.1 for the resource `<public_url>/mcp`.
 pub async fn resource_metadata_mcp(State(state): State<Arc<OpsState>>) -> Response {
-    metadata(&state, MCP_PATH)
+    metadata(&state, crate::mcp::PATH)
 }
 
 /// Liveness: the process answers.

@@ -3,39 +3,16 @@
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::path::{Component, Path, PathBuf};
-use std::str::FromStr;
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
 
-use http::{HeaderMap, HeaderName, HeaderValue, Method};
-use serde_json::{Map, Value, json};
-use url::Url;
+use serde_json::{Value, json};
 
-use super::model::{
-    CatalogTool, HttpRoute, HttpTarget, LambdaTarget, PathPart, SEPARATOR, Target, TargetFile,
-    TargetKind, ToolDef,
-};
+use super::model::{CatalogTool, SEPARATOR, TargetEntry, TargetFile, ToolDef};
+use crate::targets::{self, BuildInput, KINDS, Kind, SpecProblems, ToolSpec, Transport};
 
 const TARGET_SCHEMA: &str = include_str!("../../schemas/target.schema.json");
-const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(30);
-const DEFAULT_LAMBDA_TIMEOUT: Duration = Duration::from_secs(60);
-const DEFAULT_MAX_RESPONSE_BYTES: usize = 1024 * 1024;
 /// Longest message excerpt kept from a schema error (they can quote whole instances).
 const MAX_MESSAGE_CHARS: usize = 300;
-
-/// Headers a target file may not set, statically or from arguments: credentials belong in
-/// `credentials` (never inline in a committed file), and framing headers are the client's job.
-const RESERVED_HEADERS: &[&str] = &[
-    "authorization",
-    "proxy-authorization",
-    "cookie",
-    "host",
-    "content-length",
-    "transfer-encoding",
-    "connection",
-    "te",
-    "upgrade",
-];
 
 /// A problem in a target file (or in the tool-schema file it references).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,7 +42,7 @@ impl fmt::Display for Problem {
 /// Everything one target file contributes.
 #[derive(Debug)]
 pub struct LoadedFile {
-    pub target: Arc<Target>,
+    pub target: Arc<TargetEntry>,
     pub tools: Vec<Arc<CatalogTool>>,
 }
 
@@ -130,7 +107,7 @@ fn check_schema(validator: &jsonschema::Validator, instance: &Value, found: &mut
     for error in validator.iter_errors(instance) {
         let schema_path = error.schema_path().as_str();
         let message = if schema_path.starts_with("/allOf/0/oneOf") {
-            "exactly one of `lambda` or `http` is required".to_string()
+            one_kind_required()
         } else if schema_path.starts_with("/allOf/1/oneOf") {
             "exactly one of `tools` or `toolSchemaFile` is required".to_string()
         } else {
@@ -142,8 +119,19 @@ fn check_schema(validator: &jsonschema::Validator, instance: &Value, found: &mut
     }
 }
 
-/// Loads one target file and, if it names one, its tool-schema file.
-pub fn load_file(path: &Path) -> Result<LoadedFile, Vec<Problem>> {
+/// "exactly one of `lambda` or `http` is required", from the registry.
+fn one_kind_required() -> String {
+    let keys: Vec<String> = KINDS.iter().map(|kind| format!("`{}`", kind.key)).collect();
+    match keys.split_last() {
+        Some((last, [])) => format!("{last} is required"),
+        Some((last, rest)) => format!("exactly one of {} or {last} is required", rest.join(", ")),
+        None => "no target kinds are registered".to_string(),
+    }
+}
+
+/// Loads one target file and, if it names one, its tool-schema file. Targets are built with
+/// `transport`'s shared clients.
+pub fn load_file(path: &Path, transport: &Transport) -> Result<LoadedFile, Vec<Problem>> {
     let schemas = schemas().map_err(|message| {
         vec![Problem {
             file: path.to_path_buf(),
@@ -160,19 +148,22 @@ pub fn load_file(path: &Path) -> Result<LoadedFile, Vec<Problem>> {
     if !found.problems.is_empty() {
         return Err(found.problems);
     }
+    let present: Vec<&'static Kind> = KINDS
+        .iter()
+        .filter(|kind| document.get(kind.key).is_some())
+        .collect();
+    let (kind, section) = match (present.as_slice(), &document) {
+        ([kind], Value::Object(fields)) => match fields.get(kind.key) {
+            Some(section) => (*kind, section.clone()),
+            None => return Err(vec![problem(path, "", one_kind_required())]),
+        },
+        _ => return Err(vec![problem(path, "", one_kind_required())]),
+    };
     let file: TargetFile = match serde_json::from_value(document) {
         Ok(file) => file,
         Err(e) => {
             found.push("", format!("unexpected shape: {e}"));
             return Err(found.problems);
-        }
-    };
-    let kind = match (&file.http, &file.lambda) {
-        (Some(http), None) => http_target(http, &mut found).map(TargetKind::Http),
-        (None, Some(lambda)) => lambda_target(lambda, &mut found).map(TargetKind::Lambda),
-        _ => {
-            found.push("", "exactly one of `lambda` or `http` is required");
-            None
         }
     };
     let (tools, tools_file, tools_prefix) = match (&file.tools, &file.tool_schema_file) {
@@ -189,44 +180,113 @@ pub fn load_file(path: &Path) -> Result<LoadedFile, Vec<Problem>> {
             return Err(found.problems);
         }
     };
-    let Some(kind) = kind else {
-        return Err(found.problems);
-    };
-    let target = Arc::new(Target {
-        name: file.name.clone(),
-        description: file.description.clone(),
-        file: path.to_path_buf(),
-        kind,
-        credentials: file.credentials.clone(),
-    });
     let mut tool_found = Found {
         file: &tools_file,
         problems: vec![],
     };
+    let defs = tool_defs(&tools, kind, &tools_prefix, &mut tool_found);
+    let validators: Vec<Option<jsonschema::Validator>> = defs
+        .iter()
+        .enumerate()
+        .map(|(index, def)| validator(def, &format!("{tools_prefix}/{index}"), &mut tool_found))
+        .collect();
+    let specs: Vec<ToolSpec<'_>> = defs
+        .iter()
+        .zip(&tools)
+        .map(|(def, raw)| ToolSpec {
+            name: &def.name,
+            input_schema: &def.input_schema,
+            raw,
+        })
+        .collect();
+    let mut kind_problems = SpecProblems::default();
+    let runtime = (kind.build)(
+        &BuildInput {
+            section: &section,
+            tools: &specs,
+            transport,
+        },
+        &mut kind_problems,
+    );
+    for (pointer, message) in kind_problems.section {
+        found.push(format!("/{}{pointer}", kind.key), message);
+    }
+    for (index, pointer, message) in kind_problems.tools {
+        tool_found.push(format!("{tools_prefix}/{index}{pointer}"), message);
+    }
+    let target = match runtime {
+        Some(runtime) if found.problems.is_empty() && tool_found.problems.is_empty() => {
+            Arc::new(TargetEntry {
+                name: file.name.clone(),
+                description: file.description.clone(),
+                file: path.to_path_buf(),
+                kind: kind.key,
+                credentials: file.credentials.clone(),
+                runtime,
+            })
+        }
+        _ => {
+            found.problems.append(&mut tool_found.problems);
+            if found.problems.is_empty() {
+                found.push(format!("/{}", kind.key), "the target could not be built");
+            }
+            return Err(found.problems);
+        }
+    };
+    // Every validator compiled: no problem was recorded, or the target would not be built.
+    let tools = defs
+        .into_iter()
+        .zip(validators)
+        .enumerate()
+        .filter_map(|(index, (def, validator))| {
+            Some(Arc::new(catalog_tool(&target, index, def, validator?)))
+        })
+        .collect();
+    Ok(LoadedFile { target, tools })
+}
+
+fn problem(file: &Path, pointer: &str, message: String) -> Problem {
+    Problem {
+        file: file.to_path_buf(),
+        pointer: pointer.to_string(),
+        message,
+    }
+}
+
+/// The generic part of each tool, in file order; problems are recorded per tool. A tool that
+/// fails here still takes its place, so that indexes match the kind's.
+fn tool_defs(tools: &[Value], kind: &Kind, prefix: &str, found: &mut Found<'_>) -> Vec<ToolDef> {
     let mut names = HashSet::new();
-    let mut loaded = Vec::with_capacity(tools.len());
-    for (i, def) in tools.into_iter().enumerate() {
-        let pointer = format!("{tools_prefix}/{i}");
+    let mut defs = Vec::with_capacity(tools.len());
+    for (i, raw) in tools.iter().enumerate() {
+        let pointer = format!("{prefix}/{i}");
+        let def: ToolDef = match serde_json::from_value(raw.clone()) {
+            Ok(def) => def,
+            Err(e) => {
+                found.push(pointer.clone(), format!("unexpected shape: {e}"));
+                ToolDef::default()
+            }
+        };
         if !names.insert(def.name.clone()) {
-            tool_found.push(
+            found.push(
                 format!("{pointer}/name"),
                 format!("duplicate tool name {:?}", def.name),
             );
-            continue;
         }
-        if let Some(tool) = catalog_tool(&target, def, &pointer, &mut tool_found) {
-            loaded.push(Arc::new(tool));
+        for other in KINDS.iter().filter(|other| other.key != kind.key) {
+            if let Some(key) = other.tool_key
+                && Some(key) != kind.tool_key
+                && raw.get(key).is_some()
+            {
+                found.push(
+                    format!("{pointer}/{}", targets::escape_pointer(key)),
+                    format!("only tools of {} targets take `{key}`", other.key),
+                );
+            }
         }
+        defs.push(def);
     }
-    found.problems.append(&mut tool_found.problems);
-    if found.problems.is_empty() {
-        Ok(LoadedFile {
-            target,
-            tools: loaded,
-        })
-    } else {
-        Err(found.problems)
-    }
+    defs
 }
 
 /// Resolves and loads an AgentCore tool-schema file, which must sit inside the targets folder
@@ -235,7 +295,7 @@ fn tool_schema_file(
     target_file: &Path,
     relative: &str,
     schemas: &Schemas,
-) -> Result<(Vec<ToolDef>, PathBuf), Vec<Problem>> {
+) -> Result<(Vec<Value>, PathBuf), Vec<Problem>> {
     let problem = |message: String| {
         vec![Problem {
             file: target_file.to_path_buf(),
@@ -264,104 +324,8 @@ fn tool_schema_file(
         .map_err(|e| problem(format!("unexpected shape: {e}")))
 }
 
-fn http_target(spec: &super::model::HttpSpec, found: &mut Found<'_>) -> Option<HttpTarget> {
-    let (base_url, base) = match Url::parse(&spec.base_url) {
-        Ok(url) if url.cannot_be_a_base() || !matches!(url.scheme(), "http" | "https") => {
-            found.push("/http/baseUrl", "must be an http or https URL");
-            return None;
-        }
-        Ok(url) if url.query().is_none() && url.fragment().is_none() => {
-            (url.as_str().trim_end_matches('/').to_string(), url)
-        }
-        Ok(_) => {
-            found.push("/http/baseUrl", "must not have a query or fragment");
-            return None;
-        }
-        Err(e) => {
-            found.push("/http/baseUrl", format!("not a URL: {e}"));
-            return None;
-        }
-    };
-    let mut headers = HeaderMap::new();
-    for (name, value) in &spec.headers {
-        let pointer = format!("/http/headers/{}", escape_pointer(name));
-        match (HeaderName::from_str(name), HeaderValue::from_str(value)) {
-            (Ok(name), _) if RESERVED_HEADERS.contains(&name.as_str()) => found.push(
-                pointer,
-                format!(
-                    "{name} may not be set here: credentials go in `credentials`, never inline"
-                ),
-            ),
-            (Ok(name), Ok(value)) => {
-                headers.insert(name, value);
-            }
-            (Err(_), _) => found.push(pointer, "not a valid header name"),
-            (_, Err(_)) => found.push(pointer, "not a valid header value"),
-        }
-    }
-    Some(HttpTarget {
-        base_url,
-        base,
-        headers,
-        timeout: spec
-            .timeout_ms
-            .map(Duration::from_millis)
-            .unwrap_or(DEFAULT_HTTP_TIMEOUT),
-        max_response_bytes: spec
-            .max_response_bytes
-            .and_then(|n| usize::try_from(n).ok())
-            .unwrap_or(DEFAULT_MAX_RESPONSE_BYTES),
-    })
-}
-
-fn lambda_target(spec: &super::model::LambdaSpec, found: &mut Found<'_>) -> Option<LambdaTarget> {
-    // arn:partition:lambda:region:account:function:name[:qualifier]
-    let parts: Vec<&str> = spec.function_arn.split(':').collect();
-    let (arn_region, arn_qualifier) = match parts.as_slice() {
-        ["arn", _, "lambda", region, _, "function", _] => (Some(*region), None),
-        ["arn", _, "lambda", region, _, "function", _, qualifier] => {
-            (Some(*region), Some(*qualifier))
-        }
-        _ => (None, None),
-    };
-    if arn_qualifier.is_some() && spec.qualifier.is_some() {
-        found.push(
-            "/lambda/qualifier",
-            "the functionArn already carries a qualifier",
-        );
-    }
-    let endpoint_url = match &spec.endpoint_url {
-        None => None,
-        Some(text) => match Url::parse(text) {
-            Ok(url) => Some(url),
-            Err(e) => {
-                found.push("/lambda/endpointUrl", format!("not a URL: {e}"));
-                return None;
-            }
-        },
-    };
-    Some(LambdaTarget {
-        function_name: spec.function_arn.clone(),
-        qualifier: spec.qualifier.clone(),
-        endpoint_url,
-        region: spec
-            .region
-            .clone()
-            .or_else(|| arn_region.map(str::to_string)),
-        timeout: spec
-            .timeout_ms
-            .map(Duration::from_millis)
-            .unwrap_or(DEFAULT_LAMBDA_TIMEOUT),
-    })
-}
-
-fn catalog_tool(
-    target: &Arc<Target>,
-    def: ToolDef,
-    pointer: &str,
-    found: &mut Found<'_>,
-) -> Option<CatalogTool> {
-    let before = found.problems.len();
+/// The tool's argument validator, or its schema problems.
+fn validator(def: &ToolDef, pointer: &str, found: &mut Found<'_>) -> Option<jsonschema::Validator> {
     let schema = Value::Object(def.input_schema.clone());
     let validator = match jsonschema::options().build(&schema) {
         Ok(v) => Some(v),
@@ -380,29 +344,17 @@ fn catalog_tool(
             format!("{pointer}/outputSchema"),
             "MCP requires an outputSchema of \"type\": \"object\"",
         );
-    }
-    let route = match (&target.kind, &def.http) {
-        (TargetKind::Http(_), Some(http)) => http_route(http, &def.input_schema, pointer, found),
-        (TargetKind::Http(_), None) => {
-            found.push(
-                pointer,
-                "tools of an HTTP target need an `http` mapping (method, path)",
-            );
-            None
-        }
-        (TargetKind::Lambda(_), Some(_)) => {
-            found.push(
-                format!("{pointer}/http"),
-                "only tools of HTTP targets take an `http` mapping",
-            );
-            None
-        }
-        (TargetKind::Lambda(_), None) => None,
-    };
-    let validator = validator?;
-    if found.problems.len() > before {
         return None;
     }
+    validator
+}
+
+fn catalog_tool(
+    target: &Arc<TargetEntry>,
+    index: usize,
+    def: ToolDef,
+    validator: jsonschema::Validator,
+) -> CatalogTool {
     let qualified_name = format!("{}{SEPARATOR}{}", target.name, def.name);
     let mut listing = rmcp::model::Tool::new_with_raw(
         qualified_name.clone(),
@@ -419,118 +371,14 @@ fn catalog_tool(
     {
         listing = listing.with_annotations(annotations);
     }
-    Some(CatalogTool {
+    CatalogTool {
         qualified_name,
         target: target.clone(),
+        index,
         def,
-        route,
         validator,
         listing,
-    })
-}
-
-fn http_route(
-    spec: &super::model::ToolHttpSpec,
-    input_schema: &Map<String, Value>,
-    pointer: &str,
-    found: &mut Found<'_>,
-) -> Option<HttpRoute> {
-    let properties = input_schema.get("properties").and_then(Value::as_object);
-    let declared = |name: &str| properties.is_some_and(|p| p.contains_key(name));
-    let required: Vec<&str> = input_schema
-        .get("required")
-        .and_then(Value::as_array)
-        .map(|r| r.iter().filter_map(Value::as_str).collect())
-        .unwrap_or_default();
-    let Ok(method) = Method::from_str(&spec.method) else {
-        found.push(format!("{pointer}/http/method"), "not an HTTP method");
-        return None;
-    };
-    let path = parse_path_template(&spec.path).unwrap_or_else(|message| {
-        found.push(format!("{pointer}/http/path"), message);
-        vec![]
-    });
-    for part in &path {
-        if let PathPart::Param(name) = part
-            && (!declared(name) || !required.contains(&name.as_str()))
-        {
-            found.push(
-                format!("{pointer}/http/path"),
-                format!("path parameter {{{name}}} must be a required property of inputSchema"),
-            );
-        }
     }
-    for (i, name) in spec.query.iter().enumerate() {
-        if !declared(name) {
-            found.push(
-                format!("{pointer}/http/query/{i}"),
-                format!("{name:?} is not a property of inputSchema"),
-            );
-        }
-    }
-    let mut headers = Vec::new();
-    for (i, name) in spec.headers.iter().enumerate() {
-        let at = format!("{pointer}/http/headers/{i}");
-        match HeaderName::from_str(name) {
-            Ok(header) if RESERVED_HEADERS.contains(&header.as_str()) => {
-                found.push(at, format!("{header} may not be set from arguments"))
-            }
-            Ok(_) if !declared(name) => {
-                found.push(at, format!("{name:?} is not a property of inputSchema"))
-            }
-            Ok(header) => headers.push((name.clone(), header)),
-            Err(_) => found.push(at, "not a valid header name"),
-        }
-    }
-    let has_body = matches!(method, Method::POST | Method::PUT | Method::PATCH);
-    Some(HttpRoute {
-        method,
-        path,
-        query: spec.query.clone(),
-        headers,
-        has_body,
-    })
-}
-
-/// `/users/{owner}/repos` -> literal and parameter parts. A parameter fills exactly one
-/// segment: braces must wrap a whole segment's worth of name, with no nesting.
-pub fn parse_path_template(path: &str) -> Result<Vec<PathPart>, String> {
-    if !path.starts_with('/') {
-        return Err("must start with `/`".into());
-    }
-    let mut parts = Vec::new();
-    let mut rest = path;
-    while let Some(open) = rest.find('{') {
-        let (literal, after) = rest.split_at(open);
-        let Some(close) = after.find('}') else {
-            return Err("unclosed `{`".into());
-        };
-        let name = &after[1..close];
-        if name.is_empty()
-            || !name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-        {
-            return Err(format!("invalid parameter name {{{name}}}"));
-        }
-        if !literal.is_empty() {
-            parts.push(PathPart::Literal(literal.to_string()));
-        }
-        parts.push(PathPart::Param(name.to_string()));
-        rest = &after[close + 1..];
-    }
-    if rest.contains('}') {
-        return Err("unmatched `}`".into());
-    }
-    if !rest.is_empty() {
-        parts.push(PathPart::Literal(rest.to_string()));
-    }
-    Ok(parts)
-}
-
-/// RFC 6901 section 3 escaping of one reference token.
-fn escape_pointer(token: &str) -> String {
-    token.replace('~', "~0").replace('/', "~1")
 }
 
 /// Lists the target files in `dir`: `*.json` directly inside it, sorted by name.
@@ -557,23 +405,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn path_templates_split_into_literals_and_params() {
-        assert_eq!(
-            parse_path_template("/users/{owner}/repos").unwrap(),
-            vec![
-                PathPart::Literal("/users/".into()),
-                PathPart::Param("owner".into()),
-                PathPart::Literal("/repos".into())
-            ]
-        );
-        assert!(parse_path_template("users").is_err());
-        assert!(parse_path_template("/a/{b").is_err());
-        assert!(parse_path_template("/a/{b/c}").is_err());
-        assert!(parse_path_template("/a/b}").is_err());
-    }
-
-    #[test]
     fn embedded_schema_compiles() {
         assert!(schemas().is_ok());
+    }
+
+    /// A new kind is a module plus one registry line, and the target schema must name it too.
+    #[test]
+    fn the_schema_names_exactly_the_registered_kinds() {
+        let schema: Value = serde_json::from_str(TARGET_SCHEMA).unwrap();
+        let mut in_schema: Vec<&str> = schema["allOf"][0]["oneOf"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|branch| branch["required"][0].as_str().unwrap())
+            .collect();
+        let mut registered: Vec<&str> = KINDS.iter().map(|kind| kind.key).collect();
+        in_schema.sort();
+        registered.sort();
+        assert_eq!(in_schema, registered);
+        assert_eq!(
+            one_kind_required(),
+            "exactly one of `lambda` or `http` is required"
+        );
     }
 }

@@ -1,5 +1,9 @@
 //! What tools exist? Target files -> an immutable [`Catalog`] snapshot.
 //!
+//! Owns: target-file parsing and checking (JSON Schema, names, tool schemas), the snapshot and
+//! its paging. May use: `targets` (the registry of kinds builds each target's runtime),
+//! `credential`. Knows no kind by name.
+//!
 //! A snapshot is never mutated: reload builds a new one and swaps it in (`arc_swap`), so a
 //! `tools/list` or `tools/call` in flight keeps a consistent view. A file that fails to load on
 //! reload keeps its last good version, so a half-saved edit does not make tools vanish from
@@ -16,8 +20,10 @@ use std::sync::Arc;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
-pub use load::{LoadedFile, Problem, load_file, parse_path_template};
-pub use model::{CatalogTool, Credentials, Target, TargetKind};
+use crate::targets::Transport;
+
+pub use load::{LoadedFile, Problem, load_file};
+pub use model::{CatalogTool, TargetEntry};
 pub use watch::watch;
 
 /// `tools/list` page size: large enough that most clients need one page, small enough that a
@@ -37,9 +43,10 @@ pub struct Catalog {
 }
 
 impl Catalog {
-    /// Loads every target file in `dir`. Files that fail keep their version from `previous`
-    /// (if any); all problems are returned for reporting.
-    pub fn load(dir: &Path, previous: &Catalog) -> (Catalog, Vec<Problem>) {
+    /// Loads every target file in `dir`, building targets on `transport`'s shared clients.
+    /// Files that fail keep their version from `previous` (if any); all problems are returned
+    /// for reporting.
+    pub fn load(dir: &Path, previous: &Catalog, transport: &Transport) -> (Catalog, Vec<Problem>) {
         let mut problems = Vec::new();
         let paths = match load::target_files(dir) {
             Ok(paths) => paths,
@@ -51,7 +58,7 @@ impl Catalog {
         let mut owners = load::TargetOwners::new();
         let mut catalog = Catalog::default();
         for path in paths {
-            let loaded = match load::load_file(&path) {
+            let loaded = match load::load_file(&path, transport) {
                 Ok(loaded) => Arc::new(loaded),
                 Err(mut found) => {
                     problems.append(&mut found);
@@ -100,7 +107,7 @@ impl Catalog {
         self.files.len()
     }
 
-    pub fn targets(&self) -> impl Iterator<Item = &Arc<Target>> {
+    pub fn targets(&self) -> impl Iterator<Item = &Arc<TargetEntry>> {
         self.files.values().map(|file| &file.target)
     }
 

@@ -19,6 +19,10 @@ fn http_target(name: &str) -> Value {
     })
 }
 
+fn load(dir: &Path, previous: &Catalog) -> (Catalog, Vec<Problem>) {
+    Catalog::load(dir, previous, &crate::targets::Transport::new().unwrap())
+}
+
 fn write(dir: &Path, file: &str, value: &Value) {
     let path = dir.join(file);
     if let Some(parent) = path.parent() {
@@ -30,7 +34,7 @@ fn write(dir: &Path, file: &str, value: &Value) {
 fn problems_for(value: Value) -> Vec<String> {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "t.json", &value);
-    let (catalog, problems) = Catalog::load(dir.path(), &Catalog::default());
+    let (catalog, problems) = load(dir.path(), &Catalog::default());
     assert!(catalog.is_empty(), "a bad file must not contribute tools");
     assert!(!problems.is_empty(), "expected problems");
     problems.iter().map(ToString::to_string).collect()
@@ -49,7 +53,7 @@ fn assert_named(problems: &[String], needles: &[&str]) {
 fn good_http_target_loads_with_qualified_names() {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "shop.json", &http_target("shop"));
-    let (catalog, problems) = Catalog::load(dir.path(), &Catalog::default());
+    let (catalog, problems) = load(dir.path(), &Catalog::default());
     assert!(problems.is_empty(), "{problems:?}");
     assert!(catalog.get("shop___get_item").is_some());
 }
@@ -142,7 +146,7 @@ fn duplicate_tool_names_are_refused() {
 fn invalid_json_names_line_and_column() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("t.json"), "{\"name\": \"x\",\n  oops}").unwrap();
-    let (_, problems) = Catalog::load(dir.path(), &Catalog::default());
+    let (_, problems) = load(dir.path(), &Catalog::default());
     assert_named(
         &problems.iter().map(ToString::to_string).collect::<Vec<_>>(),
         &["t.json", "invalid JSON", "line 2"],
@@ -169,7 +173,7 @@ fn tool_schema_file_problems_name_the_schema_file() {
         "tools/w.json",
         &json!([{"name": "check", "inputSchema": {"type": "object"}}, {"name": "bad"}]),
     );
-    let (_, problems) = Catalog::load(dir.path(), &Catalog::default());
+    let (_, problems) = load(dir.path(), &Catalog::default());
     let rendered: Vec<String> = problems.iter().map(ToString::to_string).collect();
     assert_named(&rendered, &["tools/w.json", "/1", "inputSchema"]);
 }
@@ -188,13 +192,11 @@ fn agentcore_tool_schema_file_loads_unchanged() {
         &json!([{"name": "check_warranty_status", "description": "d",
                  "inputSchema": {"type": "object", "properties": {"serialNumber": {"type": "string"}}, "required": ["serialNumber"]}}]),
     );
-    let (catalog, problems) = Catalog::load(dir.path(), &Catalog::default());
+    let (catalog, problems) = load(dir.path(), &Catalog::default());
     assert!(problems.is_empty(), "{problems:?}");
     let tool = catalog.get("warranty___check_warranty_status").unwrap();
-    let TargetKind::Lambda(lambda) = &tool.target.kind else {
-        panic!("not lambda")
-    };
-    assert_eq!(lambda.region.as_deref(), Some("us-east-1"));
+    assert_eq!(tool.target.kind, "lambda");
+    assert!(format!("{:?}", tool.target.runtime).contains("us-east-1"));
 }
 
 #[test]
@@ -202,7 +204,7 @@ fn duplicate_target_names_keep_the_first_file() {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "a.json", &http_target("shop"));
     write(dir.path(), "b.json", &http_target("shop"));
-    let (catalog, problems) = Catalog::load(dir.path(), &Catalog::default());
+    let (catalog, problems) = load(dir.path(), &Catalog::default());
     assert_eq!(catalog.target_count(), 1);
     assert_named(
         &problems.iter().map(ToString::to_string).collect::<Vec<_>>(),
@@ -214,10 +216,10 @@ fn duplicate_target_names_keep_the_first_file() {
 fn a_broken_file_keeps_its_last_good_version_and_others_still_load() {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "a.json", &http_target("shop"));
-    let (first, _) = Catalog::load(dir.path(), &Catalog::default());
+    let (first, _) = load(dir.path(), &Catalog::default());
     std::fs::write(dir.path().join("a.json"), "{ half-saved").unwrap();
     write(dir.path(), "b.json", &http_target("store"));
-    let (second, problems) = Catalog::load(dir.path(), &first);
+    let (second, problems) = load(dir.path(), &first);
     assert_eq!(problems.len(), 1);
     assert!(
         second.get("shop___get_item").is_some(),
@@ -239,7 +241,7 @@ fn pages_are_ordered_and_cursors_opaque() {
             &http_target(&format!("t{i}")),
         );
     }
-    let (catalog, _) = Catalog::load(dir.path(), &Catalog::default());
+    let (catalog, _) = load(dir.path(), &Catalog::default());
     let (first, cursor) = catalog.page(None, 2).unwrap();
     assert_eq!(first.len(), 2);
     let cursor = cursor.unwrap();
@@ -268,4 +270,28 @@ fn base_url_must_be_http_or_https() {
         target["http"]["baseUrl"] = json!(bad);
         assert_named(&problems_for(target), &["t.json", "/http/baseUrl"]);
     }
+}
+
+#[test]
+fn a_tool_may_not_carry_another_kinds_key() {
+    let target = json!({
+        "name": "warranty",
+        "lambda": {"functionArn": "arn:aws:lambda:us-east-1:123456789012:function:warranty"},
+        "tools": [{"name": "check", "inputSchema": {"type": "object"},
+                   "http": {"method": "GET", "path": "/x"}}]
+    });
+    assert_named(
+        &problems_for(target),
+        &["t.json", "/tools/0/http", "only tools of http targets"],
+    );
+}
+
+#[test]
+fn every_problem_of_a_file_is_reported_at_once() {
+    let mut target = http_target("shop");
+    target["http"]["headers"] = json!({"Cookie": "session=1"});
+    target["tools"][0]["inputSchema"]["properties"]["id"] = json!({"type": "strnig"});
+    let problems = problems_for(target);
+    assert_named(&problems, &["/http/headers/Cookie"]);
+    assert_named(&problems, &["/tools/0/inputSchema"]);
 }

@@ -35,7 +35,7 @@ pub struct Config {
     /// Downstream OAuth providers by name (`[providers.<name>]`).
     pub providers: std::collections::BTreeMap<String, ProviderConfig>,
     /// Static API keys by name (`[api_keys.<name>]`), for `apiKey` credentials.
-    pub api_keys: std::collections::BTreeMap<String, crate::vault::Secret>,
+    pub api_keys: std::collections::BTreeMap<String, crate::secret::Secret>,
     pub identity: IdentityConfig,
     pub vault: VaultConfig,
     /// Whether `--dev` was given: enables the embedded issuer and loopback-only binding.
@@ -59,17 +59,7 @@ pub struct TargetsConfig {
     pub watch: bool,
 }
 
-#[derive(Debug, Clone)]
-pub struct TelemetryConfig {
-    pub log_format: LogFormat,
-    pub log_level: String,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
+pub use crate::telemetry::{LogFormat, TelemetryConfig};
 
 /// One problem in the config, with the dotted key path it concerns.
 #[derive(Debug, Clone, PartialEq, Eq)]

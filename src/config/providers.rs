@@ -13,7 +13,7 @@ use super::{
     ClientAuthMethod, ConsentBinding, IdentityConfig, LoginConfig, ProviderConfig,
     ProviderEndpoints, VaultConfig,
 };
-use crate::vault::Secret;
+use crate::secret::Secret;
 
 struct Preset {
     authorization: &'static str,

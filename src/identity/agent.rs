@@ -10,8 +10,8 @@ use super::{
     ConsentOptions, Credential, CredentialRequest, Identity, IdentityError, Injection, Owner,
     UserRef,
 };
-use crate::catalog::model::{GrantType, OAuthCredential};
-use crate::vault::Secret;
+use crate::credential::{GrantType, OAuthCredential};
+use crate::secret::Secret;
 
 /// One `GetResourceOauth2Token` request, validated.
 #[derive(Debug)]
@@ -55,6 +55,7 @@ impl ResourceTokenRequest<'_> {
     fn credential_request(&self) -> CredentialRequest<'_> {
         CredentialRequest {
             tool_scopes: &[],
+            target_resource: None,
             resource: self.resource,
             force_authentication: self.force_authentication,
         }

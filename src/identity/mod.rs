@@ -40,7 +40,7 @@ pub use oauth::OAuthError;
 pub use prompt::MAX_PENDING_PER_USER;
 use providers::Provider;
 
-use crate::catalog::model::ApiKeyLocation;
+use crate::credential::Injection;
 use crate::inbound::{Caller, KeyStore};
 use crate::vault::{Secret, Store, TokenKey, VaultError};
 use settings::{ConsentBinding, IdentitySections};
@@ -82,18 +82,6 @@ pub enum IdentityError {
     Internal(String),
 }
 
-/// What to put on the downstream request.
-#[derive(Debug, Clone)]
-pub enum Injection {
-    /// RFC 6750 section 2.1 `Authorization: Bearer`.
-    Bearer(Secret),
-    ApiKey {
-        location: ApiKeyLocation,
-        name: String,
-        value: Secret,
-    },
-}
-
 /// The user must link their account first: show them `url`.
 #[derive(Debug, Clone)]
 pub struct ConsentPrompt {
@@ -117,6 +105,9 @@ pub struct CredentialRequest<'a> {
     /// RFC 8707 resource named by the request itself (the identity API's `resources`); MCP
     /// calls leave it `None` and the credential's or provider's `resource` applies (DESIGN 2.3).
     pub resource: Option<&'a str>,
+    /// The target's own RFC 8707 resource (an MCP server's URL), used when the credential names
+    /// none; the provider's applies when neither does.
+    pub target_resource: Option<&'a str>,
     /// `_meta` asked for a new consent even if a token exists.
     pub force_authentication: bool,
 }

@@ -12,7 +12,7 @@ use oauth2::{
 };
 
 use super::settings::ClientAuthMethod;
-use crate::vault::Secret;
+use crate::secret::Secret;
 
 const TOKEN_TIMEOUT: Duration = Duration::from_secs(15);
 const MAX_TOKEN_RESPONSE_BYTES: usize = 256 * 1024;
@@ -220,7 +220,7 @@ async fn send(http: reqwest::Client, request: HttpRequest) -> Result<HttpRespons
         .map_err(|e| TransportError(e.without_url().to_string()))?;
     let status = response.status();
     let headers = response.headers().clone();
-    let body = crate::targets::read_limited(response, MAX_TOKEN_RESPONSE_BYTES)
+    let body = crate::body::read_limited(response, MAX_TOKEN_RESPONSE_BYTES)
         .await
         .map_err(|e| TransportError(e.to_string()))?;
     let mut out = http::Response::builder().status(status);

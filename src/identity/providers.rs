@@ -116,7 +116,7 @@ impl Provider {
         if !response.status().is_success() {
             return Err(fail(format!("HTTP {}", response.status())));
         }
-        let body = crate::targets::read_limited(response, 512 * 1024)
+        let body = crate::body::read_limited(response, 512 * 1024)
             .await
             .map_err(|e| fail(e.to_string()))?;
         let metadata: Metadata =

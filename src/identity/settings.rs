@@ -8,7 +8,7 @@ use std::path::Path;
 use url::Url;
 
 use crate::inbound::InboundConfig;
-use crate::vault::Secret;
+use crate::secret::Secret;
 
 /// The parts of the validated config the identity module runs on, borrowed from it: each
 /// part is built from its own sections, never from the whole config.

@@ -2,9 +2,11 @@
 //! memory), and the caller's own tokens from the vault, refreshed single-flight (DESIGN 3.1).
 //!
 //! RFC 8707 resource indicators are explicit (DESIGN 2.3): the identity API request's
-//! `resources`, else the target credential's `resource`, else the provider's `resource`;
-//! never a target's URL. A provider whose APIs check `aud` against their own identifier would
-//! otherwise issue tokens those APIs refuse, and every refusal would ask for consent again.
+//! `resources`, else the target credential's `resource`, else the target kind's own (only an
+//! MCP server has one: its URL, as the MCP authorization spec requires), else the provider's
+//! `resource`; never an HTTP target's URL. A provider whose APIs check `aud` against their own
+//! identifier would otherwise issue tokens those APIs refuse, and every refusal would ask for
+//! consent again.
 
 use std::collections::BTreeSet;
 
@@ -13,7 +15,7 @@ use super::{
     ConsentOptions, Credential, CredentialRequest, Identity, IdentityError, Injection, Owner,
     REFRESH_MARGIN_SECONDS, provider_error,
 };
-use crate::catalog::model::{ApiKeyCredential, Credentials, GrantType, OAuthCredential};
+use crate::credential::{ApiKeyCredential, Credentials, GrantType, OAuthCredential};
 use crate::identity::consent::now;
 use crate::identity::oauth::OAuthError;
 use crate::inbound::Caller;
@@ -284,6 +286,7 @@ pub(super) fn resource<'a>(
     request
         .resource
         .or(oauth.resource.as_deref())
+        .or(request.target_resource)
         .or(provider.config.resource.as_deref())
 }
 

@@ -10,8 +10,9 @@ use parking_lot::Mutex;
 use super::oauth::{AuthorizationRequest, Granted, OAuthError, TokenEndpoint};
 use super::providers::{Endpoints, Provider};
 use super::settings::{ClientAuthMethod, ProviderConfig, ProviderEndpoints};
-use super::{Credential, CredentialRequest, Identity, Injection};
-use crate::catalog::model::{Credentials, GrantType, OAuthCredential};
+use super::{Credential, CredentialRequest, Identity};
+use crate::credential::Injection;
+use crate::credential::{Credentials, GrantType, OAuthCredential};
 use crate::inbound::Caller;
 use crate::vault::{Keyring, Secret, SledStore, Store, TokenKey, TokenRecord, unix_now};
 
@@ -206,6 +207,7 @@ fn request(tool_scopes: &[String]) -> CredentialRequest<'_> {
     CredentialRequest {
         tool_scopes,
         resource: None,
+        target_resource: None,
         force_authentication: false,
     }
 }

@@ -266,7 +266,7 @@ impl KeyStore {
         if !response.status().is_success() {
             return Err(fail(format!("HTTP {}", response.status())));
         }
-        let body = crate::targets::read_limited(response, MAX_DOCUMENT_BYTES)
+        let body = crate::body::read_limited(response, MAX_DOCUMENT_BYTES)
             .await
             .map_err(|e| fail(e.to_string()))?;
         serde_json::from_slice(&body).map_err(|e| fail(format!("invalid JSON: {e}")))

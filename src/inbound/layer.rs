@@ -17,7 +17,7 @@ pub struct AuthLayerState {
     pub resource_path: &'static str,
 }
 
-/// Rejects the request (401/403/503 via [`crate::edge`]) unless it carries an acceptable token;
+/// Rejects the request (401/403/503 via [`super::challenge`]) unless it carries an acceptable token;
 /// otherwise inserts the [`super::Caller`] into the request extensions for the handlers.
 pub async fn require_caller(
     State(state): State<Arc<AuthLayerState>>,
@@ -35,8 +35,8 @@ pub async fn require_caller(
         }
         Err(error) => {
             tracing::info!(%error, path = request.uri().path(), "request refused");
-            crate::telemetry::auth_refused(&error);
-            crate::edge::auth_error_response(&error, &state.public_url, state.resource_path)
+            crate::telemetry::auth_refused(error.reason());
+            super::challenge::auth_error_response(&error, &state.public_url, state.resource_path)
         }
     }
 }

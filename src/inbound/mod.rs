@@ -7,6 +7,7 @@
 //! dropped here and never reaches a target (invariant 2).
 
 mod cache;
+mod challenge;
 mod dev_issuer;
 pub mod es256;
 mod jwks;
@@ -17,6 +18,7 @@ mod settings;
 
 use std::sync::Arc;
 
+pub use challenge::auth_error_response;
 pub use dev_issuer::{DevIssuer, DevIssuerError};
 pub use jwks::{KeyStore, KeyStoreError};
 pub use layer::{AuthLayerState, require_caller};
@@ -64,4 +66,16 @@ pub enum AuthError {
     /// The issuer's keys have never been loaded; the request may succeed later.
     #[error("the identity provider's signing keys are not available yet")]
     KeysUnavailable,
+}
+
+impl AuthError {
+    /// The metrics label: bounded, no token data.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            AuthError::MissingToken => "missing_token",
+            AuthError::InvalidToken(_) => "invalid_token",
+            AuthError::InsufficientScope(_) => "insufficient_scope",
+            AuthError::KeysUnavailable => "keys_unavailable",
+        }
+    }
 }

@@ -4,7 +4,14 @@
 //! `initialize` and get an `Mcp-Session-Id`; 2026-07-28 clients are served statelessly
 //! (`server/discover`, per-request `_meta`). This module only answers the two questions a
 //! gateway has (which tools, run one) and leaves wire details to rmcp.
+//!
+//! Owns: the JSON-RPC shapes ([`errors`]), the mapping of call outcomes to each revision's
+//! answer (`outcome`), and binding legacy sessions to their caller ([`session_owner`]). May
+//! use: `call`, `catalog`, `identity` (the consent waiters), `inbound` (the caller), `targets`
+//! (error wording).
 
+pub mod errors;
+mod outcome;
 pub mod session_owner;
 mod sessions;
 
@@ -18,14 +25,17 @@ use rmcp::model::{
 };
 use rmcp::service::{NotificationContext, RequestContext, RoleServer};
 
+pub use errors::json_rpc_client_errors;
+pub use outcome::{ConsentChannel, URL_ELICITATION_REQUIRED};
 pub use session_owner::{SessionOwnerError, SessionOwners};
 pub use sessions::SessionRegistry;
 
-use crate::call::CallPipeline;
-use crate::call::{CallOptions, CallOutcome};
-use crate::catalog::Catalog;
-use crate::catalog::PAGE_SIZE;
+use crate::call::{CallOptions, CallOutcome, CallPipeline};
+use crate::catalog::{Catalog, PAGE_SIZE};
 use crate::inbound::Caller;
+
+/// The path of the MCP endpoint, also the resource identifier's path (RFC 9728).
+pub const PATH: &str = "/mcp";
 
 /// The revisions DESIGN 2.5 commits to; rmcp picks the best match per request.
 const SUPPORTED_VERSIONS: &[ProtocolVersion] = &[
@@ -62,7 +72,7 @@ fn caller_of(extensions: &rmcp::model::Extensions) -> Result<Caller, ErrorData> 
         .get::<http::request::Parts>()
         .and_then(|parts| parts.extensions.get::<Caller>())
         .cloned()
-        .ok_or_else(crate::edge::missing_caller)
+        .ok_or_else(errors::missing_caller)
 }
 
 /// `_meta` may ask for a fresh consent (AgentCore's `forceAuthentication`).
@@ -73,43 +83,15 @@ fn force_authentication(meta: &serde_json::Map<String, serde_json::Value>) -> bo
 }
 
 impl McpGateway {
-    /// DESIGN 2.6: how a client learns the consent URL depends on what it understands. A
-    /// request for input (an `elicitation/create` in `input_required` or in a -32042 error)
-    /// only goes to a client that declared `elicitation.url` for this request (2026-07-28
-    /// per-request `_meta`) or session (2025-11-25 `initialize`); every other client gets the
-    /// `isError` form with the URL.
-    fn consent_signal(
-        &self,
-        context: &RequestContext<RoleServer>,
-        prompt: &crate::identity::ConsentPrompt,
-    ) -> Result<CallToolResponse, ErrorData> {
-        let version = context.protocol_version();
+    /// DESIGN 2.6: how this request's client learns a consent URL, from its revision and the
+    /// `elicitation.url` capability it declared (per request in 2026-07-28, per session in
+    /// 2025-11-25).
+    fn consent_channel(context: &RequestContext<RoleServer>) -> ConsentChannel {
         let url_elicitation = context
             .client_capabilities()
             .and_then(|c| c.elicitation)
             .is_some_and(|e| e.url.is_some());
-        if !url_elicitation {
-            return Ok(CallToolResponse::Complete(
-                crate::edge::consent_tool_result(prompt),
-            ));
-        }
-        if version
-            .as_ref()
-            .is_some_and(|v| *v >= ProtocolVersion::V_2026_07_28)
-        {
-            return Ok(CallToolResponse::InputRequired(
-                crate::edge::consent_input_required(prompt),
-            ));
-        }
-        if version == Some(ProtocolVersion::V_2025_11_25) {
-            if let Some(identity) = self.state.pipeline.identity() {
-                identity.await_completion(&prompt.id, context.peer.clone());
-            }
-            return Err(crate::edge::consent_error(prompt));
-        }
-        Ok(CallToolResponse::Complete(
-            crate::edge::consent_tool_result(prompt),
-        ))
+        ConsentChannel::for_client(context.protocol_version().as_ref(), url_elicitation)
     }
 }
 
@@ -140,7 +122,7 @@ impl ServerHandler for McpGateway {
         let cursor = request.as_ref().and_then(|r| r.cursor.as_deref());
         let (page, next) = catalog
             .page(cursor, PAGE_SIZE)
-            .map_err(|e| crate::edge::catalog_error(&e))?;
+            .map_err(|e| errors::catalog_error(&e))?;
         let mut result =
             ListToolsResult::with_all_items(page.iter().map(|t| t.listing.clone()).collect());
         result.next_cursor = next;
@@ -164,7 +146,7 @@ impl ServerHandler for McpGateway {
         let catalog = self.state.catalog.load_full();
         let tool = catalog
             .get(&request.name)
-            .ok_or_else(|| crate::edge::unknown_tool(&request.name))?;
+            .ok_or_else(|| errors::unknown_tool(&request.name))?;
         // Per-request `_meta` (2026-07-28) or the params' own `_meta`.
         let options = CallOptions {
             force_authentication: force_authentication(&context.meta.0.0)
@@ -180,10 +162,15 @@ impl ServerHandler for McpGateway {
             .pipeline
             .run(&caller, tool, args, &message_id, options)
             .await;
-        match outcome {
-            CallOutcome::Result(result) => Ok(CallToolResponse::Complete(result)),
-            CallOutcome::NeedsConsent(prompt) => self.consent_signal(&context, &prompt),
+        let channel = Self::consent_channel(&context);
+        if let (CallOutcome::NeedsConsent(prompt), ConsentChannel::ElicitationError) =
+            (&outcome, channel)
+            && let Some(identity) = self.state.pipeline.identity()
+        {
+            // The session hears `notifications/elicitation/complete` when the user is done.
+            identity.await_completion(&prompt.id, context.peer.clone());
         }
+        outcome::respond(outcome, channel)
     }
 
     async fn on_initialized(&self, context: NotificationContext<RoleServer>) {

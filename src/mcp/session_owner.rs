@@ -167,7 +167,7 @@ impl SessionOwners {
 }
 
 /// The axum middleware (see the module docs). Layered inside `inbound::require_caller` and
-/// `edge::json_rpc_client_errors`, so that its refusals look like rmcp's own.
+/// `errors::json_rpc_client_errors`, so that its refusals look like rmcp's own.
 pub async fn bind_sessions_to_callers(
     State(owners): State<Arc<SessionOwners>>,
     request: Request,
@@ -175,7 +175,7 @@ pub async fn bind_sessions_to_callers(
 ) -> Response {
     let Some(caller) = request.extensions().get::<Caller>().cloned() else {
         // `require_caller` runs first; a request without a caller is a wiring bug.
-        return crate::edge::missing_caller_response();
+        return super::errors::missing_caller_response();
     };
     let Some(session) = request.headers().get(SESSION_HEADER) else {
         let response = next.run(request).await;
@@ -192,7 +192,7 @@ pub async fn bind_sessions_to_callers(
             method = %request.method(),
             "MCP request refused: the session id is unknown or belongs to another caller"
         );
-        return crate::edge::unknown_session_response();
+        return super::errors::unknown_session_response();
     };
     let is_delete = request.method() == Method::DELETE;
     let response = next.run(request).await;
@@ -215,7 +215,7 @@ async fn bind_new_session(owners: &SessionOwners, caller: &Caller, response: Res
         Err(error) => {
             owners.close(&session).await;
             tracing::warn!(%error, "MCP session refused");
-            crate::edge::session_owner_error_response(&error)
+            super::errors::session_owner_error_response(&error)
         }
     }
 }

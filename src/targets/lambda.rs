@@ -7,46 +7,134 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use aws_sdk_lambda::primitives::Blob;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use parking_lot::Mutex;
 use rmcp::model::CallToolResult;
-use serde_json::{Map, Value, json};
+use serde::Deserialize;
+use serde_json::{Value, json};
 use tokio::sync::OnceCell;
+use url::Url;
 
-use super::{TargetError, body_result, error_result, excerpt};
-use crate::catalog::model::{ApiKeyLocation, LambdaTarget};
-use crate::identity::Injection;
+use super::{
+    BoxFuture, BuildInput, Invocation, Kind, SpecProblems, Target, TargetError, ToolCall,
+    body_result, error_result, excerpt,
+};
+use crate::credential::{ApiKeyLocation, Injection};
+
+/// The registry entry: `"lambda": {...}` in a target file; tools carry nothing of their own.
+pub const KIND: Kind = Kind {
+    key: "lambda",
+    tool_key: None,
+    build,
+};
 
 /// AWS caps the base64 client context at 3,583 bytes (Invoke API reference, ClientContext).
 const MAX_CLIENT_CONTEXT_BYTES: usize = 3583;
 /// AgentCore's message version for the client context fields.
 const MESSAGE_VERSION: &str = "1.0";
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Who and what a Lambda invocation is for; becomes `clientContext.custom`.
-pub struct InvokeContext<'a> {
-    pub qualified_tool_name: &'a str,
-    pub gateway_id: &'a str,
-    pub target_name: &'a str,
-    pub mcp_message_id: &'a str,
-    pub user_id: &'a str,
-    /// Only when the target declares an oauth/apiKey credential (DESIGN 2.3).
-    pub credential: Option<&'a Injection>,
+/// The `lambda` section of a target file, as written.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct LambdaSpec {
+    function_arn: String,
+    endpoint_url: Option<String>,
+    region: Option<String>,
+    timeout_ms: Option<u64>,
+    qualifier: Option<String>,
+}
+
+/// A Lambda function target.
+pub struct LambdaTarget {
+    function_name: String,
+    qualifier: Option<String>,
+    endpoint_url: Option<Url>,
+    /// The section's `region`, else the one in the ARN, else the SDK's default chain.
+    region: Option<String>,
+    timeout: Duration,
+    clients: LambdaClients,
+}
+
+impl std::fmt::Debug for LambdaTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LambdaTarget")
+            .field("function_name", &self.function_name)
+            .field("qualifier", &self.qualifier)
+            .field("region", &self.region)
+            .field("endpoint_url", &self.endpoint_url.as_ref().map(Url::as_str))
+            .finish_non_exhaustive()
+    }
+}
+
+fn build(input: &BuildInput<'_>, problems: &mut SpecProblems) -> Option<Arc<dyn Target>> {
+    let spec: LambdaSpec = super::section(input.section, problems)?;
+    let target = lambda_target(&spec, input.transport.lambda.clone(), problems)?;
+    problems
+        .is_empty()
+        .then(|| Arc::new(target) as Arc<dyn Target>)
+}
+
+fn lambda_target(
+    spec: &LambdaSpec,
+    clients: LambdaClients,
+    problems: &mut SpecProblems,
+) -> Option<LambdaTarget> {
+    // arn:partition:lambda:region:account:function:name[:qualifier]
+    let parts: Vec<&str> = spec.function_arn.split(':').collect();
+    let (arn_region, arn_qualifier) = match parts.as_slice() {
+        ["arn", _, "lambda", region, _, "function", _] => (Some(*region), None),
+        ["arn", _, "lambda", region, _, "function", _, qualifier] => {
+            (Some(*region), Some(*qualifier))
+        }
+        _ => (None, None),
+    };
+    if arn_qualifier.is_some() && spec.qualifier.is_some() {
+        problems.in_section("/qualifier", "the functionArn already carries a qualifier");
+    }
+    let endpoint_url = match &spec.endpoint_url {
+        None => None,
+        Some(text) => match Url::parse(text) {
+            Ok(url) => Some(url),
+            Err(e) => {
+                problems.in_section("/endpointUrl", format!("not a URL: {e}"));
+                return None;
+            }
+        },
+    };
+    Some(LambdaTarget {
+        function_name: spec.function_arn.clone(),
+        qualifier: spec.qualifier.clone(),
+        endpoint_url,
+        region: spec
+            .region
+            .clone()
+            .or_else(|| arn_region.map(str::to_string)),
+        timeout: spec
+            .timeout_ms
+            .map(Duration::from_millis)
+            .unwrap_or(DEFAULT_TIMEOUT),
+        clients,
+    })
 }
 
 /// Clients are keyed by (region, endpoint URL): targets sharing both share a client.
 type ClientKey = (Option<String>, Option<String>);
 
-/// Lambda clients, one per (region, endpoint), sharing the SDK's connection pool.
+/// Lambda clients, one per (region, endpoint), sharing the SDK's connection pool. The SDK's
+/// configuration (the default credential chain) is loaded at the first call, not at load, so
+/// that `validate` and a gateway without Lambda targets never touch AWS configuration.
 #[derive(Clone, Default)]
-pub struct LambdaInvoker {
+pub struct LambdaClients {
     sdk: Arc<OnceCell<aws_config::SdkConfig>>,
     clients: Arc<Mutex<HashMap<ClientKey, aws_sdk_lambda::Client>>>,
 }
 
-impl LambdaInvoker {
+impl LambdaClients {
     async fn client(&self, target: &LambdaTarget) -> aws_sdk_lambda::Client {
         let sdk = self
             .sdk
@@ -74,26 +162,40 @@ impl LambdaInvoker {
             })
             .clone()
     }
+}
 
-    pub async fn invoke(
+impl Target for LambdaTarget {
+    fn invoke<'a>(
+        &'a self,
+        call: &'a ToolCall<'a>,
+        credential: Option<&'a Injection>,
+    ) -> BoxFuture<'a, Result<Invocation, TargetError>> {
+        // Boxed: the SDK's invoke future is ~11 KiB, and every future that embeds it (up to
+        // rmcp's per-request task) would be copied at each spawn and first poll.
+        Box::pin(async move { self.call(call, credential).await.map(Invocation::answered) })
+    }
+}
+
+impl LambdaTarget {
+    async fn call(
         &self,
-        target: &LambdaTarget,
-        args: &Map<String, Value>,
-        context: &InvokeContext<'_>,
+        call: &ToolCall<'_>,
+        credential: Option<&Injection>,
     ) -> Result<CallToolResult, TargetError> {
-        let client = self.client(target).await;
-        let payload = serde_json::to_vec(args).map_err(|e| TargetError::Lambda(e.to_string()))?;
+        let client = self.clients.client(self).await;
+        let payload =
+            serde_json::to_vec(call.args).map_err(|e| TargetError::Lambda(e.to_string()))?;
         let mut request = client
             .invoke()
-            .function_name(&target.function_name)
+            .function_name(&self.function_name)
             .payload(Blob::new(payload))
-            .client_context(client_context(context)?);
-        if let Some(qualifier) = &target.qualifier {
+            .client_context(client_context(call, credential)?);
+        if let Some(qualifier) = &self.qualifier {
             request = request.qualifier(qualifier);
         }
-        let output = tokio::time::timeout(target.timeout, request.send())
+        let output = tokio::time::timeout(self.timeout, request.send())
             .await
-            .map_err(|_| TargetError::Timeout(target.timeout.as_millis()))?
+            .map_err(|_| TargetError::Timeout(self.timeout.as_millis()))?
             .map_err(|e| TargetError::Lambda(describe_sdk_error(&e)))?;
         let body = output.payload().map(|b| b.as_ref()).unwrap_or_default();
         if let Some(kind) = output.function_error() {
@@ -167,16 +269,21 @@ fn lambda_result(body: &[u8]) -> CallToolResult {
     body_result(body, false)
 }
 
-fn client_context(context: &InvokeContext<'_>) -> Result<String, TargetError> {
+/// `clientContext.custom`: AgentCore's fields, the caller, and the credential only when the
+/// target declares one (DESIGN 2.3).
+fn client_context(
+    call: &ToolCall<'_>,
+    credential: Option<&Injection>,
+) -> Result<String, TargetError> {
     let mut custom = json!({
-        "bedrockAgentCoreToolName": context.qualified_tool_name,
+        "bedrockAgentCoreToolName": call.qualified_name,
         "bedrockAgentCoreMessageVersion": MESSAGE_VERSION,
-        "bedrockAgentCoreGatewayId": context.gateway_id,
-        "bedrockAgentCoreTargetId": context.target_name,
-        "bedrockAgentCoreMcpMessageId": context.mcp_message_id,
-        "portcullisUserId": context.user_id,
+        "bedrockAgentCoreGatewayId": call.gateway_id,
+        "bedrockAgentCoreTargetId": call.target_name,
+        "bedrockAgentCoreMcpMessageId": call.message_id,
+        "portcullisUserId": call.user_id,
     });
-    if let Some(credential) = context.credential {
+    if let Some(credential) = credential {
         custom["portcullisCredential"] = match credential {
             Injection::Bearer(token) => {
                 json!({"type": "oauth2", "tokenType": "Bearer", "accessToken": token.expose()})
@@ -222,17 +329,45 @@ mod tests {
 
     #[test]
     fn client_context_carries_the_agentcore_fields() {
-        let encoded = client_context(&InvokeContext {
-            qualified_tool_name: "w___check",
+        let args = serde_json::Map::new();
+        let call = ToolCall {
+            tool: 0,
+            qualified_name: "w___check",
             gateway_id: "portcullis",
             target_name: "w",
-            mcp_message_id: "7",
+            message_id: "7",
             user_id: "https://idp#alice",
-            credential: None,
-        })
-        .unwrap();
+            args: &args,
+        };
+        let encoded = client_context(&call, None).unwrap();
         let decoded: Value = serde_json::from_slice(&STANDARD.decode(encoded).unwrap()).unwrap();
         assert_eq!(decoded["custom"]["bedrockAgentCoreToolName"], "w___check");
         assert_eq!(decoded["custom"]["portcullisUserId"], "https://idp#alice");
+    }
+
+    fn spec(arn: &str) -> LambdaSpec {
+        serde_json::from_value(json!({"functionArn": arn})).unwrap()
+    }
+
+    #[test]
+    fn the_region_comes_from_the_arn_unless_the_section_names_one() {
+        let mut problems = SpecProblems::default();
+        let arn = "arn:aws:lambda:us-east-1:123456789012:function:warranty";
+        let target = lambda_target(&spec(arn), LambdaClients::default(), &mut problems).unwrap();
+        assert_eq!(target.region.as_deref(), Some("us-east-1"));
+        let mut named = spec(arn);
+        named.region = Some("eu-west-1".into());
+        let target = lambda_target(&named, LambdaClients::default(), &mut problems).unwrap();
+        assert_eq!(target.region.as_deref(), Some("eu-west-1"));
+        assert!(problems.is_empty());
+    }
+
+    #[test]
+    fn a_qualifier_in_both_the_arn_and_the_section_is_a_problem() {
+        let mut problems = SpecProblems::default();
+        let mut twice = spec("arn:aws:lambda:us-east-1:123456789012:function:warranty:live");
+        twice.qualifier = Some("live".into());
+        lambda_target(&twice, LambdaClients::default(), &mut problems);
+        assert_eq!(problems.section[0].0, "/qualifier");
     }
 }

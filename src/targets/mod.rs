@@ -1,20 +1,99 @@
-//! How a tool runs: one module per target kind, sharing result shaping (DESIGN 2.3).
+//! How a tool runs: one module per target kind behind the [`Target`] trait (DESIGN 2.3, 2.8).
+//!
+//! A kind is a module plus one [`Kind`] line in [`KINDS`]: the key that selects it in a target
+//! file and a constructor from that section and the target's tools. The catalog builds every
+//! target through this registry and names no kind. A target receives the caller's credential
+//! for a call; it never fetches one (DESIGN 3), so kinds use only the leaves below them
+//! (`credential`, `body`, `secret`).
+//!
+//! Owns: the trait, the registry, the shared transports, each kind's wire mapping, and
+//! [`TargetError`]. May use: `credential`, `body`, `secret`. Used by: `catalog` (building) and
+//! `call` (invoking).
 
 pub mod http;
 pub mod lambda;
+mod results;
 
-use rmcp::model::{CallToolResult, ContentBlock as Content};
-use serde_json::Value;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 
-pub use self::http::HttpInvoker;
-pub use self::lambda::LambdaInvoker;
+use rmcp::model::CallToolResult;
+use serde_json::{Map, Value};
 
-/// Bytes of a failing response body kept in the error shown to the model.
-pub const ERROR_EXCERPT_BYTES: usize = 2048;
+use crate::body::BodyError;
+use crate::credential::Injection;
+
+pub use results::{ERROR_EXCERPT_BYTES, body_result, error_result, excerpt, json_result};
+
+/// A boxed, sendable future: what [`Target::invoke`] returns, so that the trait stays
+/// object-safe and one call's future does not embed every kind's (the Lambda SDK's is ~11 KiB).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// One loaded target of some kind.
+pub trait Target: Send + Sync + fmt::Debug {
+    /// The RFC 8707 resource a token for this target is meant for when the kind has one of its
+    /// own (an MCP server's URL: MCP authorization "Resource Parameter Implementation").
+    /// `None`: the credential's or the provider's resource applies (DESIGN 2.3).
+    fn resource(&self) -> Option<&str> {
+        None
+    }
+
+    /// Runs one tool. `credential` goes on the request as it is; the answer says whether the
+    /// target refused it, so that the pipeline can refresh once and retry.
+    fn invoke<'a>(
+        &'a self,
+        call: &'a ToolCall<'a>,
+        credential: Option<&'a Injection>,
+    ) -> BoxFuture<'a, Result<Invocation, TargetError>>;
+}
+
+/// One call as a target sees it. The arguments have passed the tool's `inputSchema`.
+#[derive(Debug, Clone, Copy)]
+pub struct ToolCall<'a> {
+    /// The tool's position among its target's tools, as they were given to [`Kind::build`].
+    pub tool: usize,
+    /// `<target>___<tool>`.
+    pub qualified_name: &'a str,
+    pub target_name: &'a str,
+    pub gateway_id: &'a str,
+    /// The JSON-RPC id of the `tools/call`, as text.
+    pub message_id: &'a str,
+    /// `issuer#subject` of the caller.
+    pub user_id: &'a str,
+    pub args: &'a Map<String, Value>,
+}
+
+/// What a target answered.
+#[derive(Debug)]
+pub struct Invocation {
+    pub result: CallToolResult,
+    /// The target refused the credential it was sent (an HTTP 401, RFC 6750 section 3.1).
+    pub credential_refused: Option<Refusal>,
+}
+
+impl Invocation {
+    /// An answer that says nothing about the credential.
+    pub fn answered(result: CallToolResult) -> Invocation {
+        Invocation {
+            result,
+            credential_refused: None,
+        }
+    }
+}
+
+/// How a target refused a credential.
+#[derive(Debug, Clone, Default)]
+pub struct Refusal {
+    /// The response's `WWW-Authenticate` challenge (RFC 6750 section 3), printable ASCII only
+    /// and bounded, so that the refusal can be explained to the caller.
+    pub challenge: Option<String>,
+}
 
 /// Why a target could not produce a result. Every variant becomes an `isError` tool result
 /// (MCP 2025-06-18 "Error Handling": tool execution errors are reported in the result so the
-/// model can see them), via [`crate::edge::target_error_result`].
+/// model can see them); the wording is shaped by `mcp`.
 #[derive(Debug, thiserror::Error)]
 pub enum TargetError {
     #[error("argument {name:?} {problem}")]
@@ -29,65 +108,111 @@ pub enum TargetError {
     Lambda(String),
     #[error("the downstream credential cannot be sent: {0}")]
     Credential(String),
+    /// A tool index the target was not built with: a loader defect, reported, never a panic.
+    #[error("the target has no tool #{0}")]
+    NoSuchTool(usize),
 }
 
-/// Reads a response body, refusing to buffer more than `limit` bytes.
-pub async fn read_limited(
-    mut response: reqwest::Response,
-    limit: usize,
-) -> Result<Vec<u8>, TargetError> {
-    if response.content_length().is_some_and(|n| n > limit as u64) {
-        return Err(TargetError::TooLarge(limit));
-    }
-    let mut body = Vec::new();
-    while let Some(chunk) = response
-        .chunk()
-        .await
-        .map_err(|e| TargetError::Unreachable(e.without_url().to_string()))?
-    {
-        if body.len() + chunk.len() > limit {
-            return Err(TargetError::TooLarge(limit));
+impl From<BodyError> for TargetError {
+    fn from(error: BodyError) -> TargetError {
+        match error {
+            BodyError::TooLarge(limit) => TargetError::TooLarge(limit),
+            BodyError::Read(reason) => TargetError::Unreachable(reason),
         }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
-}
-
-/// A JSON value as a tool result: objects also become `structuredContent` (MCP 2025-06-18
-/// "Structured Content": a text block carrying the same JSON keeps older clients working).
-pub fn json_result(value: Value) -> CallToolResult {
-    let text = match &value {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    };
-    let mut result = CallToolResult::success(vec![Content::text(text)]);
-    if value.is_object() {
-        result.structured_content = Some(value);
-    }
-    result
-}
-
-/// A response body that may or may not be JSON.
-pub fn body_result(body: &[u8], is_json: bool) -> CallToolResult {
-    if is_json && let Ok(value) = serde_json::from_slice::<Value>(body) {
-        return json_result(value);
-    }
-    CallToolResult::success(vec![Content::text(
-        String::from_utf8_lossy(body).into_owned(),
-    )])
-}
-
-/// The first [`ERROR_EXCERPT_BYTES`] of a body, cut at a character boundary.
-pub fn excerpt(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(&body[..body.len().min(ERROR_EXCERPT_BYTES)]).into_owned();
-    if body.len() > ERROR_EXCERPT_BYTES {
-        format!("{text}… ({} bytes in all)", body.len())
-    } else {
-        text
     }
 }
 
-/// Error result text, shared by both target kinds.
-pub fn error_result(text: String) -> CallToolResult {
-    CallToolResult::error(vec![Content::text(text)])
+/// The transports shared by all targets: one pooled HTTP client (keep-alive per host) and the
+/// Lambda clients, one per (region, endpoint). Cheap to clone.
+#[derive(Clone)]
+pub struct Transport {
+    pub http: reqwest::Client,
+    pub lambda: lambda::LambdaClients,
+}
+
+impl Transport {
+    pub fn new() -> Result<Transport, reqwest::Error> {
+        Ok(Transport {
+            http: http::client()?,
+            lambda: lambda::LambdaClients::default(),
+        })
+    }
+}
+
+/// One tool as a kind sees it at load; the catalog has checked the generic parts (name,
+/// schemas).
+#[derive(Debug, Clone, Copy)]
+pub struct ToolSpec<'a> {
+    pub name: &'a str,
+    pub input_schema: &'a Map<String, Value>,
+    /// The whole tool object, for the kind's own per-tool key (`http` for HTTP targets).
+    pub raw: &'a Value,
+}
+
+/// What a kind's constructor gets.
+pub struct BuildInput<'a> {
+    /// The kind's section of the target file (`"http": {...}`).
+    pub section: &'a Value,
+    pub tools: &'a [ToolSpec<'a>],
+    pub transport: &'a Transport,
+}
+
+/// Problems a kind found, with RFC 6901 pointers relative to its section or to one tool; the
+/// catalog adds the file and the prefix.
+#[derive(Debug, Default)]
+pub struct SpecProblems {
+    pub section: Vec<(String, String)>,
+    /// (tool index, pointer inside the tool, message).
+    pub tools: Vec<(usize, String, String)>,
+}
+
+impl SpecProblems {
+    pub fn in_section(&mut self, pointer: impl Into<String>, message: impl Into<String>) {
+        self.section.push((pointer.into(), message.into()));
+    }
+
+    pub fn in_tool(&mut self, tool: usize, pointer: impl Into<String>, message: impl Into<String>) {
+        self.tools.push((tool, pointer.into(), message.into()));
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.section.is_empty() && self.tools.is_empty()
+    }
+}
+
+/// One kind of target in the registry.
+pub struct Kind {
+    /// The target-file key that selects this kind (`"http"`, `"lambda"`).
+    pub key: &'static str,
+    /// The per-tool key this kind reads, if any; tools of other kinds may not carry it.
+    pub tool_key: Option<&'static str>,
+    /// Builds the target, or records why not. `None` only with a problem recorded.
+    pub build: fn(&BuildInput<'_>, &mut SpecProblems) -> Option<Arc<dyn Target>>,
+}
+
+/// Every kind this gateway knows. A new kind is a module and one line here.
+pub const KINDS: &[Kind] = &[lambda::KIND, http::KIND];
+
+/// The kind a target-file key selects.
+pub fn kind(key: &str) -> Option<&'static Kind> {
+    KINDS.iter().find(|kind| kind.key == key)
+}
+
+/// RFC 6901 section 3 escaping of one reference token.
+pub fn escape_pointer(token: &str) -> String {
+    token.replace('~', "~0").replace('/', "~1")
+}
+
+/// A kind's section deserialized into its own spec type, or a problem at the section.
+pub fn section<T: serde::de::DeserializeOwned>(
+    section: &Value,
+    problems: &mut SpecProblems,
+) -> Option<T> {
+    match serde_json::from_value(section.clone()) {
+        Ok(spec) => Some(spec),
+        Err(e) => {
+            problems.in_section("", format!("unexpected shape: {e}"));
+            None
+        }
+    }
 }

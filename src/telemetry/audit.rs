@@ -19,8 +19,8 @@ use std::time::Duration;
 
 use tracing_subscriber::fmt::MakeWriter;
 
+use super::LogFormat;
 use super::log_writer::BatchingWriter;
-use crate::config::LogFormat;
 
 /// Where audit lines go once logging is initialised; before that (or in tests that install
 /// their own subscriber) they are ordinary `tracing` events.

@@ -4,20 +4,32 @@
 //! a slow terminal or log shipper nor the per-call audit line stalls a tool call. Metrics carry
 //! no user identifiers (they are unbounded and personal); the audit event per tool call does,
 //! in the log only.
+//!
+//! Owns: the log writer, the audit line, the metric names. Takes labels and plain strings,
+//! never another module's types, so that every module may call it and it calls none.
 
 use std::time::Duration;
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
 
-use crate::call::Outcome;
-use crate::config::{LogFormat, TelemetryConfig};
-use crate::inbound::{AuthError, Caller};
-
 mod audit;
 mod log_writer;
 
 pub use log_writer::FlushGuard;
+
+/// The `[telemetry]` section, validated by `config`.
+#[derive(Debug, Clone)]
+pub struct TelemetryConfig {
+    pub log_format: LogFormat,
+    pub log_level: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
 
 /// Installs the global subscriber. Keep the guard alive: dropping it flushes and stops the
 /// writer thread. `RUST_LOG`, when set, overrides the configured level.
@@ -81,28 +93,29 @@ pub async fn run_metrics_upkeep() {
 
 const METRICS_UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 
-/// The audit event and metrics for one tool call.
-pub fn tool_called(caller: &Caller, tool: &str, outcome: Outcome, elapsed: Duration) {
+/// The audit event and metrics for one tool call. `outcome` is a bounded label.
+pub fn tool_called(
+    issuer: &str,
+    subject: &str,
+    tool: &str,
+    outcome: &'static str,
+    elapsed: Duration,
+) {
     audit::record(&audit::ToolCallRecord {
-        issuer: &caller.issuer,
-        subject: &caller.subject,
+        issuer,
+        subject,
         tool,
-        outcome: outcome.as_str(),
+        outcome,
         elapsed,
     });
-    metrics::counter!("portcullis_tool_calls_total", "tool" => tool.to_string(), "outcome" => outcome.as_str())
+    metrics::counter!("portcullis_tool_calls_total", "tool" => tool.to_string(), "outcome" => outcome)
         .increment(1);
-    metrics::histogram!("portcullis_tool_call_seconds", "outcome" => outcome.as_str())
+    metrics::histogram!("portcullis_tool_call_seconds", "outcome" => outcome)
         .record(elapsed.as_secs_f64());
 }
 
-pub fn auth_refused(error: &AuthError) {
-    let reason = match error {
-        AuthError::MissingToken => "missing_token",
-        AuthError::InvalidToken(_) => "invalid_token",
-        AuthError::InsufficientScope(_) => "insufficient_scope",
-        AuthError::KeysUnavailable => "keys_unavailable",
-    };
+/// A request refused by the authentication layer; `reason` is a bounded label.
+pub fn auth_refused(reason: &'static str) {
     metrics::counter!("portcullis_auth_refused_total", "reason" => reason).increment(1);
 }
 

@@ -17,7 +17,7 @@ pub mod admin;
 mod contract;
 mod keyring;
 mod seal;
-mod secret;
+
 mod sled_store;
 #[cfg(test)]
 mod tests;
@@ -29,8 +29,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, Zeroizing};
 
+pub use crate::secret::Secret;
 pub use keyring::Keyring;
-pub use secret::Secret;
 pub use sled_store::{KeyRotation, SledStore};
 
 /// The `[vault]` section of the validated config (built by `config`).

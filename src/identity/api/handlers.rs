@@ -11,7 +11,7 @@ use crate::identity::agent::{ResourceToken, ResourceTokenRequest};
 use crate::identity::settings::{AccessKeyConfig, ConsentBinding, WorkloadConfig};
 use crate::identity::{ConsentOptions, Owner, UserRef};
 use crate::inbound::AuthError;
-use crate::vault::Secret;
+use crate::secret::Secret;
 
 /// Operations of the control plane (`bedrock-agentcore-control`) share the `/identities/`
 /// prefix; workloads are declared in `portcullis.toml` instead.

@@ -9,9 +9,10 @@
 //! - `handlers`: the six operations, on top of [`Identity`], each limited to what the
 //!   workload may use (`providers`, `api_keys`, `scopes` of its `[[identity.workloads]]`).
 //!
-//! Errors are [`ApiError`]s; `edge::identity_api_error` is the one place that turns them
-//! into restJson1 error responses (`x-amzn-ErrorType` header, `{"message"}` body).
+//! Errors are [`ApiError`]s; `errors::error_response` is the one place that turns them into
+//! restJson1 error responses (`x-amzn-ErrorType` header, `{"message"}` body).
 
+mod errors;
 mod handlers;
 mod sigv4;
 mod wire;
@@ -27,129 +28,16 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use http::StatusCode;
 
+pub use errors::{ApiError, ValidationReason};
 pub use sigv4::{SERVICE as SIGNING_NAME, SigV4Error};
 pub use workload_token::{WorkloadTokenError, WorkloadTokens};
 
-use super::{Identity, IdentityError};
+use super::Identity;
 use crate::identity::settings::{AccessKeyConfig, IdentitySections, WorkloadConfig};
 use crate::inbound::{KeyStore, Verifier};
 
 /// The largest request body read (the biggest member, `userToken`, is at most 128 KiB).
 const MAX_BODY_BYTES: usize = 512 * 1024;
-
-/// `ValidationExceptionReason` values this gateway uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ValidationReason {
-    CannotParse,
-    FieldValidationFailed,
-}
-
-impl ValidationReason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ValidationReason::CannotParse => "CannotParse",
-            ValidationReason::FieldValidationFailed => "FieldValidationFailed",
-        }
-    }
-}
-
-/// Everything an identity API request can fail with. Messages name the member at fault and
-/// never carry a token, a secret or a signature (DESIGN 3.2 invariant 5).
-#[derive(Debug, thiserror::Error)]
-pub enum ApiError {
-    #[error("{0}")]
-    Authentication(#[from] SigV4Error),
-    #[error("{message}")]
-    Validation {
-        reason: ValidationReason,
-        /// The member at fault, for `fieldList`.
-        field: Option<String>,
-        message: String,
-    },
-    #[error("{0}")]
-    AccessDenied(String),
-    #[error("{0}")]
-    NotFound(String),
-    #[error("{0}")]
-    Unauthorized(String),
-    #[error("{0}")]
-    Internal(String),
-    #[error("{0}")]
-    UnknownOperation(String),
-}
-
-impl ApiError {
-    /// `<field>: <problem>`, reason `FieldValidationFailed`.
-    pub fn field(field: &str, problem: impl std::fmt::Display) -> ApiError {
-        ApiError::Validation {
-            reason: ValidationReason::FieldValidationFailed,
-            field: Some(field.to_string()),
-            message: format!("{field}: {problem}"),
-        }
-    }
-
-    pub fn cannot_parse(message: impl Into<String>) -> ApiError {
-        ApiError::Validation {
-            reason: ValidationReason::CannotParse,
-            field: None,
-            message: message.into(),
-        }
-    }
-
-    /// The restJson1 error type (`x-amzn-ErrorType`) and HTTP status. The authentication
-    /// types are the ones AWS front ends answer with (botocore's model does not list them,
-    /// so clients see them as `ClientError` codes); the rest are the model's error shapes.
-    pub fn error_type(&self) -> (StatusCode, &'static str) {
-        match self {
-            ApiError::Authentication(SigV4Error::Missing) => {
-                (StatusCode::FORBIDDEN, "MissingAuthenticationTokenException")
-            }
-            ApiError::Authentication(SigV4Error::Incomplete(_)) => {
-                (StatusCode::FORBIDDEN, "IncompleteSignatureException")
-            }
-            ApiError::Authentication(SigV4Error::UnknownAccessKey) => {
-                (StatusCode::FORBIDDEN, "UnrecognizedClientException")
-            }
-            ApiError::Authentication(SigV4Error::Invalid(_)) => {
-                (StatusCode::FORBIDDEN, "InvalidSignatureException")
-            }
-            ApiError::Validation { .. } => (StatusCode::BAD_REQUEST, "ValidationException"),
-            ApiError::AccessDenied(_) => (StatusCode::FORBIDDEN, "AccessDeniedException"),
-            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "ResourceNotFoundException"),
-            ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "UnauthorizedException"),
-            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "InternalServerException"),
-            ApiError::UnknownOperation(_) => (StatusCode::NOT_FOUND, "UnknownOperationException"),
-        }
-    }
-}
-
-impl From<IdentityError> for ApiError {
-    fn from(error: IdentityError) -> ApiError {
-        match error {
-            IdentityError::UnknownProvider(name) => ApiError::NotFound(format!(
-                "resourceCredentialProviderName: no OAuth2 credential provider {name:?} is configured ([providers.{name}])"
-            )),
-            IdentityError::UnknownApiKey(name) => ApiError::NotFound(format!(
-                "resourceCredentialProviderName: no API key {name:?} is configured ([api_keys.{name}])"
-            )),
-            IdentityError::SessionNotFound(_) => ApiError::NotFound(
-                "sessionUri: no live session (unknown, expired, failed or already used)".into(),
-            ),
-            error @ IdentityError::SessionOfAnother(_) => {
-                ApiError::AccessDenied(format!("sessionUri: {error}"))
-            }
-            error @ IdentityError::SessionNotAuthorized => ApiError::field("sessionUri", error),
-            error @ IdentityError::BrowserMismatch => ApiError::AccessDenied(error.to_string()),
-            error @ (IdentityError::Provider { .. } | IdentityError::Internal(_)) => {
-                ApiError::Internal(error.to_string())
-            }
-            IdentityError::Vault(error) => {
-                tracing::error!(%error, "identity API: vault error");
-                ApiError::Internal("the token vault failed; see the gateway's log".into())
-            }
-        }
-    }
-}
 
 impl From<WorkloadTokenError> for ApiError {
     fn from(error: WorkloadTokenError) -> ApiError {
@@ -206,7 +94,7 @@ pub fn routes(api: Option<Arc<IdentityApi>>) -> Router {
 }
 
 /// Every `/identities/*` request: read the body, verify SigV4, run the operation, and shape
-/// the answer (errors through `edge::identity_api_error`).
+/// the answer (errors through `errors::error_response`).
 async fn dispatch(State(api): State<Option<Arc<IdentityApi>>>, request: Request) -> Response {
     let request_id = uuid::Uuid::new_v4().to_string();
     let (mut parts, body) = request.into_parts();
@@ -265,7 +153,7 @@ async fn dispatch(State(api): State<Option<Arc<IdentityApi>>>, request: Request)
         Err(error) => {
             let (_, error_type) = error.error_type();
             tracing::info!(operation = %path, error_type, %error, "identity API request refused");
-            crate::edge::identity_api_error(&error, &request_id)
+            errors::error_response(&error, &request_id)
         }
     }
 }

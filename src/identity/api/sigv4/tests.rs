@@ -8,7 +8,7 @@ use aws_sigv4::sign::v4;
 use http::{HeaderMap, HeaderValue};
 
 use super::*;
-use crate::vault::Secret;
+use crate::secret::Secret;
 
 const BODY: &[u8] = br#"{"workloadName":"agent-a"}"#;
 const PATH: &str = "/identities/GetWorkloadAccessToken";

@@ -12,10 +12,10 @@ use zeroize::Zeroize;
 /// to read it is [`Secret::expose`], which makes every use greppable. The buffer is overwritten
 /// with zeros when the value is dropped (best effort: copies made before it became a `Secret`,
 /// or by reallocation, are out of reach). Serde sees a plain string (`#[serde(transparent)]`),
-/// which is what lets a [`super::TokenRecord`] be sealed as JSON.
+/// which is what lets a [`crate::vault::TokenRecord`] be sealed as JSON.
 ///
 /// ```
-/// use portcullis::vault::Secret;
+/// use portcullis::secret::Secret;
 ///
 /// let token = Secret::new("ghp_example");
 /// assert_eq!(format!("{token:?} {token}"), "[redacted] [redacted]");

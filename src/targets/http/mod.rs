@@ -5,28 +5,87 @@
 //! are refused outright, because some servers decode `%2F` and `%2E%2E` before routing and
 //! the model must never be able to reach a path the admin did not declare.
 
+mod route;
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
-use http::HeaderValue;
+use http::{HeaderMap, HeaderName, HeaderValue};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
-use rmcp::model::CallToolResult;
+use serde::Deserialize;
 use serde_json::{Map, Value};
+use url::Url;
 
-use super::{TargetError, body_result, error_result, excerpt, read_limited};
-use crate::catalog::model::{ApiKeyLocation, HttpRoute, HttpTarget, PathPart};
-use crate::identity::Injection;
+pub use self::route::{HttpRoute, PathPart, parse_path_template};
+use super::{
+    BoxFuture, BuildInput, Invocation, Kind, Refusal, SpecProblems, Target, TargetError, ToolCall,
+    body_result, error_result, escape_pointer, excerpt,
+};
+use crate::body::read_limited;
+use crate::credential::{ApiKeyLocation, Injection};
 
-/// A finished HTTP call: the shaped result and the status, which the pipeline needs to spot a
-/// downstream 401 (expired or revoked user token).
-pub struct HttpReply {
-    pub result: CallToolResult,
-    pub status: u16,
-    /// The response's `WWW-Authenticate` challenge (RFC 6750 section 3), printable ASCII only
-    /// and bounded, so that a refused token can be explained to the caller.
-    pub challenge: Option<String>,
+/// The registry entry: `"http": {...}` in a target file, `"http": {...}` on each tool.
+pub const KIND: Kind = Kind {
+    key: "http",
+    tool_key: Some("http"),
+    build,
+};
+
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+const DEFAULT_MAX_RESPONSE_BYTES: usize = 1024 * 1024;
+
+/// Headers a target file may not set, statically or from arguments: credentials belong in
+/// `credentials` (never inline in a committed file), and framing headers are the client's job.
+const RESERVED_HEADERS: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "te",
+    "upgrade",
+];
+
+/// The `http` section of a target file, as written.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct HttpSpec {
+    base_url: String,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+    timeout_ms: Option<u64>,
+    max_response_bytes: Option<u64>,
 }
 
-/// The longest `WWW-Authenticate` value kept for an explanation.
+/// An HTTP target with its tools' routes, indexed like its tools.
+pub struct HttpTarget {
+    /// Parsed once at load, so that a call only sets the path and query instead of re-parsing
+    /// (and IDNA-mapping) the whole URL.
+    base: Url,
+    headers: HeaderMap,
+    timeout: Duration,
+    max_response_bytes: usize,
+    routes: Vec<HttpRoute>,
+    client: reqwest::Client,
+}
+
+impl std::fmt::Debug for HttpTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Static header values may be sensitive to the admin (tenant ids); names only.
+        f.debug_struct("HttpTarget")
+            .field("base", &self.base.as_str())
+            .field("headers", &self.headers.keys().collect::<Vec<_>>())
+            .field("timeout", &self.timeout)
+            .field("routes", &self.routes.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The `WWW-Authenticate` value kept for an explanation is at most this long.
 const MAX_CHALLENGE_CHARS: usize = 512;
 
 fn challenge_of(headers: &http::HeaderMap) -> Option<String> {
@@ -46,76 +105,153 @@ const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'_')
     .remove(b'~');
 
-/// One pooled client for all HTTP targets: connections are reused per host (keep-alive).
-#[derive(Clone)]
-pub struct HttpInvoker {
-    client: reqwest::Client,
+/// The one pooled client for all HTTP targets: connections are reused per host (keep-alive).
+pub fn client() -> Result<reqwest::Client, reqwest::Error> {
+    reqwest::Client::builder()
+        .user_agent(concat!("portcullis/", env!("CARGO_PKG_VERSION")))
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(256)
+        .tcp_nodelay(true)
+        // Targets are admin-declared; following redirects would let a target bounce the
+        // request (and any injected credential) to a host nobody declared.
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
 }
 
-impl HttpInvoker {
-    pub fn new() -> Result<HttpInvoker, reqwest::Error> {
-        let client = reqwest::Client::builder()
-            .user_agent(concat!("portcullis/", env!("CARGO_PKG_VERSION")))
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(256)
-            .tcp_nodelay(true)
-            // Targets are admin-declared; following redirects would let a target bounce the
-            // request (and any injected credential) to a host nobody declared.
-            .redirect(reqwest::redirect::Policy::none())
-            .build()?;
-        Ok(HttpInvoker { client })
+fn build(input: &BuildInput<'_>, problems: &mut SpecProblems) -> Option<Arc<dyn Target>> {
+    let spec: HttpSpec = super::section(input.section, problems)?;
+    let base = base_url(&spec.base_url, problems);
+    let headers = static_headers(&spec.headers, problems);
+    let routes: Vec<Option<HttpRoute>> = input
+        .tools
+        .iter()
+        .enumerate()
+        .map(|(index, tool)| route::tool_route(index, tool, problems))
+        .collect();
+    if !problems.is_empty() {
+        return None;
     }
+    Some(Arc::new(HttpTarget {
+        base: base?,
+        headers,
+        timeout: spec
+            .timeout_ms
+            .map(Duration::from_millis)
+            .unwrap_or(DEFAULT_TIMEOUT),
+        max_response_bytes: spec
+            .max_response_bytes
+            .and_then(|n| usize::try_from(n).ok())
+            .unwrap_or(DEFAULT_MAX_RESPONSE_BYTES),
+        routes: routes.into_iter().collect::<Option<Vec<_>>>()?,
+        client: input.transport.http.clone(),
+    }))
+}
 
-    pub async fn invoke(
+/// An http(s) URL without query or fragment; tool paths (which start with `/`) are appended.
+fn base_url(text: &str, problems: &mut SpecProblems) -> Option<Url> {
+    match Url::parse(text) {
+        Ok(url) if url.cannot_be_a_base() || !matches!(url.scheme(), "http" | "https") => {
+            problems.in_section("/baseUrl", "must be an http or https URL");
+            None
+        }
+        Ok(url) if url.query().is_none() && url.fragment().is_none() => Some(url),
+        Ok(_) => {
+            problems.in_section("/baseUrl", "must not have a query or fragment");
+            None
+        }
+        Err(e) => {
+            problems.in_section("/baseUrl", format!("not a URL: {e}"));
+            None
+        }
+    }
+}
+
+fn static_headers(spec: &BTreeMap<String, String>, problems: &mut SpecProblems) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    for (name, value) in spec {
+        let pointer = format!("/headers/{}", escape_pointer(name));
+        match (HeaderName::from_str(name), HeaderValue::from_str(value)) {
+            (Ok(name), _) if RESERVED_HEADERS.contains(&name.as_str()) => problems.in_section(
+                pointer,
+                format!(
+                    "{name} may not be set here: credentials go in `credentials`, never inline"
+                ),
+            ),
+            (Ok(name), Ok(value)) => {
+                headers.insert(name, value);
+            }
+            (Err(_), _) => problems.in_section(pointer, "not a valid header name"),
+            (_, Err(_)) => problems.in_section(pointer, "not a valid header value"),
+        }
+    }
+    headers
+}
+
+impl Target for HttpTarget {
+    fn invoke<'a>(
+        &'a self,
+        call: &'a ToolCall<'a>,
+        credential: Option<&'a Injection>,
+    ) -> BoxFuture<'a, Result<Invocation, TargetError>> {
+        Box::pin(self.call(call, credential))
+    }
+}
+
+impl HttpTarget {
+    async fn call(
         &self,
-        target: &HttpTarget,
-        route: &HttpRoute,
-        args: &Map<String, Value>,
+        call: &ToolCall<'_>,
         credential: Option<&Injection>,
-    ) -> Result<HttpReply, TargetError> {
-        let request = inject(self.build(target, route, args)?, credential)?;
-        let response = tokio::time::timeout(target.timeout, request.send())
+    ) -> Result<Invocation, TargetError> {
+        let route = self
+            .routes
+            .get(call.tool)
+            .ok_or(TargetError::NoSuchTool(call.tool))?;
+        let request = inject(self.build(route, call.args)?, credential)?;
+        let response = tokio::time::timeout(self.timeout, request.send())
             .await
-            .map_err(|_| TargetError::Timeout(target.timeout.as_millis()))?
+            .map_err(|_| TargetError::Timeout(self.timeout.as_millis()))?
             .map_err(|e| {
                 if e.is_timeout() {
-                    TargetError::Timeout(target.timeout.as_millis())
+                    TargetError::Timeout(self.timeout.as_millis())
                 } else {
                     TargetError::Unreachable(describe(&e))
                 }
             })?;
         let status = response.status();
-        let challenge = challenge_of(response.headers());
+        // RFC 6750 section 3.1: 401 is the resource server refusing the token it was sent.
+        let credential_refused = (status == http::StatusCode::UNAUTHORIZED && credential.is_some())
+            .then(|| Refusal {
+                challenge: challenge_of(response.headers()),
+            });
         let is_json = response
             .headers()
             .get(http::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .is_some_and(is_json_media_type);
         let body = tokio::time::timeout(
-            target.timeout,
-            read_limited(response, target.max_response_bytes),
+            self.timeout,
+            read_limited(response, self.max_response_bytes),
         )
         .await
-        .map_err(|_| TargetError::Timeout(target.timeout.as_millis()))??;
+        .map_err(|_| TargetError::Timeout(self.timeout.as_millis()))??;
         let result = if status.as_u16() >= 400 {
             error_result(format!("HTTP {status}: {}", excerpt(&body)))
         } else {
             body_result(&body, is_json)
         };
-        Ok(HttpReply {
+        Ok(Invocation {
             result,
-            status: status.as_u16(),
-            challenge,
+            credential_refused,
         })
     }
 
     fn build(
         &self,
-        target: &HttpTarget,
         route: &HttpRoute,
         args: &Map<String, Value>,
     ) -> Result<reqwest::RequestBuilder, TargetError> {
-        let mut path = target.base.path().trim_end_matches('/').to_string();
+        let mut path = self.base.path().trim_end_matches('/').to_string();
         for part in &route.path {
             match part {
                 PathPart::Literal(text) => path.push_str(text),
@@ -131,7 +267,7 @@ impl HttpInvoker {
                 }
             }
         }
-        let mut url = target.base.clone();
+        let mut url = self.base.clone();
         url.set_path(&path);
         if route
             .query
@@ -156,7 +292,7 @@ impl HttpInvoker {
         let mut request = self
             .client
             .request(route.method.clone(), url)
-            .headers(target.headers.clone());
+            .headers(self.headers.clone());
         for (arg, header) in &route.headers {
             if let Some(value) = args.get(arg).filter(|v| !v.is_null()) {
                 let value = HeaderValue::from_str(&scalar(arg, Some(value))?).map_err(|_| {
@@ -274,17 +410,17 @@ fn describe(error: &reqwest::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::parse_path_template;
-    use http::{HeaderMap, Method};
+    use http::Method;
     use serde_json::json;
 
     fn target() -> HttpTarget {
         HttpTarget {
-            base_url: "http://127.0.0.1:9/api".into(),
-            base: url::Url::parse("http://127.0.0.1:9/api").unwrap(),
+            base: Url::parse("http://127.0.0.1:9/api").unwrap(),
             headers: HeaderMap::new(),
             timeout: Duration::from_secs(1),
             max_response_bytes: 1024,
+            routes: vec![],
+            client: client().unwrap(),
         }
     }
 
@@ -299,15 +435,9 @@ mod tests {
     }
 
     fn url_of(path: &str, args: serde_json::Value) -> Result<String, TargetError> {
-        let invoker = HttpInvoker::new().unwrap();
-        let request = invoker.build(
-            &target(),
-            &route(path, Method::GET),
-            args.as_object().unwrap(),
-        )?;
+        let request = target().build(&route(path, Method::GET), args.as_object().unwrap())?;
         Ok(request.build().unwrap().url().to_string())
     }
-
     #[test]
     fn path_parameters_are_encoded_as_one_segment() {
         assert_eq!(

@@ -1,0 +1,79 @@
+//! The downstream credential a target declares, and what the gateway hands a target to put on
+//! its request (DESIGN 2.3 "credentials").
+//!
+//! A leaf: the catalog reads declarations from target files, `identity` turns a declaration into
+//! an [`Injection`] for one caller, and `targets` put the injection on the wire. None of them
+//! needs the others to name these types.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use crate::secret::Secret;
+
+/// At most one downstream credential per target (DESIGN 2.3).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum Credentials {
+    Oauth(OAuthCredential),
+    ApiKey(ApiKeyCredential),
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct OAuthCredential {
+    pub provider: String,
+    pub grant_type: GrantType,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    #[serde(default)]
+    pub custom_parameters: BTreeMap<String, String>,
+    /// RFC 8707 resource indicator (DESIGN 2.3); `None` falls back to the provider's.
+    #[serde(default)]
+    pub resource: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum GrantType {
+    AuthorizationCode,
+    ClientCredentials,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiKeyCredential {
+    pub provider: String,
+    pub location: ApiKeyLocation,
+    pub parameter_name: String,
+    pub prefix: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ApiKeyLocation {
+    Header,
+    QueryParameter,
+}
+
+impl Credentials {
+    /// The `[providers]` or `[api_keys]` entry the declaration names.
+    pub fn provider(&self) -> &str {
+        match self {
+            Credentials::Oauth(oauth) => &oauth.provider,
+            Credentials::ApiKey(api_key) => &api_key.provider,
+        }
+    }
+}
+
+/// What to put on the downstream request. A target receives one; it never fetches one.
+#[derive(Debug, Clone)]
+pub enum Injection {
+    /// RFC 6750 section 2.1 `Authorization: Bearer`.
+    Bearer(Secret),
+    ApiKey {
+        location: ApiKeyLocation,
+        name: String,
+        value: Secret,
+    },
+}
