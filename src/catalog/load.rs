@@ -349,7 +349,8 @@ fn validator(def: &ToolDef, pointer: &str, found: &mut Found<'_>) -> Option<json
     validator
 }
 
-fn catalog_tool(
+/// The catalog's view of one tool of `target`: its qualified name, validator and listing.
+pub(crate) fn catalog_tool(
     target: &Arc<TargetEntry>,
     index: usize,
     def: ToolDef,

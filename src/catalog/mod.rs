@@ -22,6 +22,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 use crate::targets::Transport;
 
+#[cfg(test)]
+pub(crate) use load::catalog_tool;
 pub use load::{LoadedFile, Problem, load_file};
 pub use model::{CatalogTool, TargetEntry};
 pub use watch::watch;

@@ -22,6 +22,8 @@ mod prompt;
 mod providers;
 pub mod routes;
 pub mod settings;
+#[cfg(test)]
+pub(crate) mod test_rig;
 mod tokens;
 #[cfg(test)]
 mod tokens_tests;

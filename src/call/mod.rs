@@ -241,3 +241,6 @@ impl CallPipeline {
             .map_err(CallOutcome::CredentialFailed)
     }
 }
+
+#[cfg(test)]
+mod tests;
