@@ -30,12 +30,16 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use aws_lc_rs::digest;
 use parking_lot::RwLock;
 use zeroize::Zeroizing;
 
 use super::keyring::{Keyring, create_private_dir};
-use super::seal::{self, SealError};
+mod keys;
+mod maintenance;
+
+pub(super) use self::keys::{api_key_record_key, consent_record_key, token_record_key};
+use self::keys::{decode_token_key, describe, encode_parts};
+use super::seal;
 use super::{
     ConsentRecord, RecordKind, Secret, Store, StoreUsage, TokenKey, TokenMeta, TokenRecord,
     VaultError,
@@ -521,103 +525,6 @@ impl Inner {
             reason: "shorter than its expiry field".to_string(),
         })
     }
-
-    /// Fails fast when the keyring is not this vault's; writes the canary on a new vault.
-    fn check_canary(&self) -> Result<(), VaultError> {
-        let mismatch = |detail: String| VaultError::KeyMismatch {
-            path: self.path.clone(),
-            detail,
-        };
-        let keyring = self.keyring.read();
-        if let Some(envelope) = self.meta.get(CANARY_KEY)? {
-            return match seal::open(&keyring, META, CANARY_KEY, &envelope) {
-                Ok(text) if text.as_slice() == CANARY_TEXT => Ok(()),
-                Err(SealError::UnknownKeyId(id)) => Err(mismatch(format!(
-                    "the vault is sealed with key id {id}, the key holds key ids {:?}",
-                    keyring.key_ids()
-                ))),
-                Err(SealError::UnknownVersion(version)) => Err(mismatch(format!(
-                    "the vault uses format version {version}, unknown to this build"
-                ))),
-                _ => Err(mismatch(
-                    "it cannot open the vault's canary record; use the key this vault was created with"
-                        .to_string(),
-                )),
-            };
-        }
-        // No canary yet: a new vault. If records exist anyway, the key must open them.
-        for (tree_name, tree) in self.trees() {
-            if let Some((record_key, envelope)) = tree.first()? {
-                seal::open(&keyring, tree_name, &record_key, &envelope).map_err(|_| {
-                    mismatch(format!(
-                        "it cannot open {}",
-                        describe(tree_name, &record_key)
-                    ))
-                })?;
-            }
-        }
-        let envelope =
-            seal::seal(&keyring, META, CANARY_KEY, CANARY_TEXT).map_err(VaultError::seal)?;
-        self.meta.insert(CANARY_KEY, envelope)?;
-        drop(keyring);
-        self.flush()
-    }
-
-    fn reseal_all(&self) -> Result<usize, VaultError> {
-        let mut resealed = 0;
-        for (tree_name, tree) in self.trees() {
-            for item in tree.iter() {
-                let (record_key, envelope) = item?;
-                let keyring = self.keyring.read();
-                if seal::envelope_key_id(&envelope) == Some(keyring.current_key_id()) {
-                    continue;
-                }
-                let plaintext =
-                    seal::open(&keyring, tree_name, &record_key, &envelope).map_err(|e| {
-                        VaultError::Unseal {
-                            record: describe(tree_name, &record_key),
-                            reason: e.to_string(),
-                        }
-                    })?;
-                let fresh = seal::seal(&keyring, tree_name, &record_key, &plaintext)
-                    .map_err(VaultError::seal)?;
-                // A concurrent write since our read already used the current key: keep it.
-                let swapped = tree.compare_and_swap(&record_key, Some(&envelope), Some(fresh))?;
-                resealed += usize::from(swapped.is_ok());
-            }
-        }
-        self.flush()?;
-        Ok(resealed)
-    }
-
-    fn rotate_key(&self, key_file: &Path) -> Result<KeyRotation, VaultError> {
-        let (old_key_ids, new_key_id) = {
-            let mut keyring = self.keyring.write();
-            let old = keyring.key_ids();
-            let new = keyring.rotate(key_file)?;
-            (old, new)
-        };
-        let resealed = self.reseal_all()?;
-        let mut stale = 0usize;
-        for (_, tree) in self.trees() {
-            for item in tree.iter() {
-                let (_, envelope) = item?;
-                stale += usize::from(seal::envelope_key_id(&envelope) != Some(new_key_id));
-            }
-        }
-        if stale > 0 {
-            return Err(VaultError::Rotation(format!(
-                "{stale} records are still sealed with an older key; the older keys were kept in the key file, run the rotation again"
-            )));
-        }
-        self.keyring.write().retire_old_keys(key_file)?;
-        tracing::info!(?old_key_ids, new_key_id, resealed, "vault key rotated");
-        Ok(KeyRotation {
-            old_key_ids,
-            new_key_id,
-            resealed,
-        })
-    }
 }
 
 /// sled's errors become the backend-neutral [`VaultError::Storage`]; messages name files and
@@ -633,67 +540,4 @@ impl From<sled::Error> for VaultError {
 
 fn parse_token(plaintext: &[u8], key: &TokenKey) -> Result<TokenRecord, VaultError> {
     serde_json::from_slice(plaintext).map_err(|e| VaultError::corrupt(format!("token {key}"), &e))
-}
-
-/// Record key of a token: user first, for prefix scans by user.
-pub(super) fn token_record_key(key: &TokenKey) -> Vec<u8> {
-    encode_parts(&[&key.user, &key.workload, &key.provider])
-}
-
-fn decode_token_key(bytes: &[u8]) -> Option<TokenKey> {
-    let mut parts = decode_parts(bytes)?.into_iter();
-    let (user, workload, provider) = (parts.next()?, parts.next()?, parts.next()?);
-    parts
-        .next()
-        .is_none()
-        .then(|| TokenKey::new(workload, user, provider))
-}
-
-pub(super) fn api_key_record_key(workload: &str, name: &str) -> Vec<u8> {
-    encode_parts(&[workload, name])
-}
-
-/// The kind's tag byte, then the SHA-256 of the id (ids are bearer-like: only hashes on disk).
-pub(super) fn consent_record_key(kind: RecordKind, id: &str) -> Vec<u8> {
-    let mut key = Vec::with_capacity(33);
-    key.push(kind.tag());
-    key.extend_from_slice(digest::digest(&digest::SHA256, id.as_bytes()).as_ref());
-    key
-}
-
-/// Each part as a u32 big-endian length and its bytes.
-fn encode_parts(parts: &[&str]) -> Vec<u8> {
-    let mut bytes = Vec::with_capacity(parts.iter().map(|p| 4 + p.len()).sum());
-    for part in parts {
-        let len = u32::try_from(part.len()).unwrap_or(u32::MAX);
-        bytes.extend_from_slice(&len.to_be_bytes());
-        bytes.extend_from_slice(part.as_bytes());
-    }
-    bytes
-}
-
-fn decode_parts(mut bytes: &[u8]) -> Option<Vec<String>> {
-    let mut parts = Vec::new();
-    while !bytes.is_empty() {
-        let (len, rest) = bytes.split_first_chunk::<4>()?;
-        let len = usize::try_from(u32::from_be_bytes(*len)).ok()?;
-        let part = rest.get(..len)?;
-        parts.push(String::from_utf8(part.to_vec()).ok()?);
-        bytes = &rest[len..];
-    }
-    Some(parts)
-}
-
-/// Names a record for an error message without revealing a secret: token and API key record
-/// keys are names; consent keys are hashes of bearer-like ids, so they are not shown.
-fn describe(tree_name: &str, record_key: &[u8]) -> String {
-    let parts = decode_parts(record_key).unwrap_or_default();
-    match (tree_name, parts.as_slice()) {
-        (TOKENS, [user, workload, provider]) => format!("token {workload}/{user}/{provider}"),
-        (API_KEYS, [workload, name]) => format!("API key {workload}/{name}"),
-        (CONSENTS, _) => "a consent session".to_string(),
-        (META, _) => "the vault canary".to_string(),
-        (TRANSIENT, _) => "a sealed browser value".to_string(),
-        (tree, _) => format!("a record in tree {tree}"),
-    }
 }
