@@ -90,7 +90,7 @@ impl ConsentSession {
     pub fn user_id(&self) -> String {
         self.user_key
             .clone()
-            .unwrap_or_else(|| format!("{}#{}", self.issuer, self.subject))
+            .unwrap_or_else(|| crate::inbound::user_key(&self.issuer, &self.subject))
     }
 
     /// The identity API's name for this session.
@@ -110,9 +110,9 @@ pub struct BrowserSession {
 }
 
 impl BrowserSession {
-    /// The vault's user key of this browser's user, as [`crate::inbound::Caller::user_id`].
+    /// The vault's user key of this browser's user ([`crate::inbound::user_key`]).
     pub fn user_key(&self) -> String {
-        format!("{}#{}", self.issuer, self.subject)
+        crate::inbound::user_key(&self.issuer, &self.subject)
     }
 }
 

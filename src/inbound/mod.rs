@@ -44,11 +44,17 @@ pub struct Caller {
 }
 
 impl Caller {
-    /// A stable, unambiguous user key: an OIDC issuer never contains `#` (OIDC Discovery 1.0
-    /// section 3 forbids fragments), so `issuer#subject` splits back at the first `#`.
+    /// This caller's vault user key, see [`user_key`].
     pub fn user_id(&self) -> String {
-        format!("{}#{}", self.issuer, self.subject)
+        user_key(&self.issuer, &self.subject)
     }
+}
+
+/// The one spelling of a user's vault key: `issuer#subject`. Stable and unambiguous because an
+/// OIDC issuer never contains `#` (OIDC Discovery 1.0 section 3 forbids fragments), so the key
+/// splits back at the first `#`.
+pub fn user_key(issuer: &str, subject: &str) -> String {
+    format!("{issuer}#{subject}")
 }
 
 /// Why a request was not authenticated. Descriptions never include token material.
