@@ -2,13 +2,15 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
 use serde_json::{Value, json};
 
 use super::model::{CatalogTool, SEPARATOR, TargetEntry, TargetFile, ToolDef};
-use crate::targets::{self, BuildInput, KINDS, Kind, SpecProblems, ToolSpec, Transport};
+use crate::targets::{
+    self, BuildInput, DescribeInput, KINDS, Kind, SpecProblems, ToolSource, ToolSpec, Transport,
+};
 
 const TARGET_SCHEMA: &str = include_str!("../../schemas/target.schema.json");
 /// Longest message excerpt kept from a schema error (they can quote whole instances).
@@ -44,6 +46,8 @@ impl fmt::Display for Problem {
 pub struct LoadedFile {
     pub target: Arc<TargetEntry>,
     pub tools: Vec<Arc<CatalogTool>>,
+    /// Described tools left out (an OpenAPI operation that cannot be mapped), for reporting.
+    pub skipped: Vec<Problem>,
 }
 
 struct Schemas {
@@ -108,8 +112,11 @@ fn check_schema(validator: &jsonschema::Validator, instance: &Value, found: &mut
         let schema_path = error.schema_path().as_str();
         let message = if schema_path.starts_with("/allOf/0/oneOf") {
             one_kind_required()
-        } else if schema_path.starts_with("/allOf/1/oneOf") {
+        } else if schema_path.starts_with("/allOf/1/else/oneOf") {
             "exactly one of `tools` or `toolSchemaFile` is required".to_string()
+        } else if schema_path.starts_with("/allOf/1/then") {
+            "openapi targets describe their own tools; remove `tools` / `toolSchemaFile`"
+                .to_string()
         } else {
             let text = error.to_string();
             let excerpt: String = text.chars().take(MAX_MESSAGE_CHARS).collect();
@@ -166,34 +173,41 @@ pub fn load_file(path: &Path, transport: &Transport) -> Result<LoadedFile, Vec<P
             return Err(found.problems);
         }
     };
-    let (tools, tools_file, tools_prefix) = match (&file.tools, &file.tool_schema_file) {
-        (Some(tools), None) => (tools.clone(), path.to_path_buf(), "/tools".to_string()),
-        (None, Some(relative)) => match tool_schema_file(path, relative, schemas) {
-            Ok((tools, schema_path)) => (tools, schema_path, String::new()),
-            Err(mut problems) => {
-                found.problems.append(&mut problems);
-                return Err(found.problems);
-            }
-        },
-        _ => {
-            found.push("", "exactly one of `tools` or `toolSchemaFile` is required");
-            return Err(found.problems);
-        }
+    let Some(list) = tool_list(kind, &file, path, &section, schemas, &mut found) else {
+        return Err(found.problems);
     };
+    let section = list.section.as_ref().unwrap_or(&section);
     let mut tool_found = Found {
-        file: &tools_file,
+        file: &list.file,
         problems: vec![],
     };
-    let defs = tool_defs(&tools, kind, &tools_prefix, &mut tool_found);
-    let validators: Vec<Option<jsonschema::Validator>> = defs
+    let mut skipped: Vec<Problem> = list.skipped;
+    // The generic part of each tool, in order. A written tool with a problem fails the file; a
+    // described one is skipped (reported) and the others keep their place.
+    let mut names = HashSet::new();
+    let mut kept: Vec<(ToolDef, Option<jsonschema::Validator>, &Value, &str)> = Vec::new();
+    for (raw, pointer) in list.tools.iter().zip(&list.pointers) {
+        let mut one = Found {
+            file: &list.file,
+            problems: vec![],
+        };
+        let def = tool_def(raw, pointer, &mut names, &mut one);
+        if list.written {
+            foreign_tool_keys(raw, kind, pointer, &mut one);
+        }
+        let validator = validator(&def, pointer, &mut one);
+        if one.problems.is_empty() || list.written {
+            // A written tool keeps its place even with problems, so that the kind reports its
+            // own problems of the file too (the file is refused either way).
+            tool_found.problems.append(&mut one.problems);
+            kept.push((def, validator, raw, pointer));
+        } else {
+            skipped.append(&mut one.problems);
+        }
+    }
+    let specs: Vec<ToolSpec<'_>> = kept
         .iter()
-        .enumerate()
-        .map(|(index, def)| validator(def, &format!("{tools_prefix}/{index}"), &mut tool_found))
-        .collect();
-    let specs: Vec<ToolSpec<'_>> = defs
-        .iter()
-        .zip(&tools)
-        .map(|(def, raw)| ToolSpec {
+        .map(|(def, _, raw, _)| ToolSpec {
             name: &def.name,
             input_schema: &def.input_schema,
             raw,
@@ -202,7 +216,7 @@ pub fn load_file(path: &Path, transport: &Transport) -> Result<LoadedFile, Vec<P
     let mut kind_problems = SpecProblems::default();
     let runtime = (kind.build)(
         &BuildInput {
-            section: &section,
+            section,
             tools: &specs,
             transport,
         },
@@ -212,7 +226,8 @@ pub fn load_file(path: &Path, transport: &Transport) -> Result<LoadedFile, Vec<P
         found.push(format!("/{}{pointer}", kind.key), message);
     }
     for (index, pointer, message) in kind_problems.tools {
-        tool_found.push(format!("{tools_prefix}/{index}{pointer}"), message);
+        let at = kept.get(index).map_or("", |(_, _, _, at)| at);
+        tool_found.push(format!("{at}{pointer}"), message);
     }
     let target = match runtime {
         Some(runtime) if found.problems.is_empty() && tool_found.problems.is_empty() => {
@@ -233,16 +248,121 @@ pub fn load_file(path: &Path, transport: &Transport) -> Result<LoadedFile, Vec<P
             return Err(found.problems);
         }
     };
-    // Every validator compiled: no problem was recorded, or the target would not be built.
-    let tools = defs
+    // No problem was recorded, so every kept tool has its validator.
+    let tools = kept
         .into_iter()
-        .zip(validators)
         .enumerate()
-        .filter_map(|(index, (def, validator))| {
+        .filter_map(|(index, (def, validator, _, _))| {
             Some(Arc::new(catalog_tool(&target, index, def, validator?)))
         })
         .collect();
-    Ok(LoadedFile { target, tools })
+    Ok(LoadedFile {
+        target,
+        tools,
+        skipped,
+    })
+}
+
+/// A target's tools before checking: where they are written and how each is addressed.
+struct ToolList {
+    tools: Vec<Value>,
+    /// The file the tools are in (the target file, its tool-schema file, a described document).
+    file: PathBuf,
+    /// Each tool's RFC 6901 pointer in `file`.
+    pointers: Vec<String>,
+    /// Written by the admin (`tools`, `toolSchemaFile`) rather than described by the kind.
+    written: bool,
+    /// The section the kind is built from, when describing replaced the file's.
+    section: Option<Value>,
+    skipped: Vec<Problem>,
+}
+
+fn tool_list(
+    kind: &Kind,
+    file: &TargetFile,
+    path: &Path,
+    section: &Value,
+    schemas: &Schemas,
+    found: &mut Found<'_>,
+) -> Option<ToolList> {
+    let written = |tools: Vec<Value>, file: PathBuf, prefix: &str| {
+        let pointers = (0..tools.len()).map(|i| format!("{prefix}/{i}")).collect();
+        ToolList {
+            tools,
+            file,
+            pointers,
+            written: true,
+            section: None,
+            skipped: vec![],
+        }
+    };
+    match (kind.tools, &file.tools, &file.tool_schema_file) {
+        (ToolSource::File, Some(tools), None) => {
+            Some(written(tools.clone(), path.to_path_buf(), "/tools"))
+        }
+        (ToolSource::File, None, Some(relative)) => match tool_schema_file(path, relative, schemas)
+        {
+            Ok((tools, schema_path)) => Some(written(tools, schema_path, "")),
+            Err(mut problems) => {
+                found.problems.append(&mut problems);
+                None
+            }
+        },
+        (ToolSource::File, _, _) => {
+            found.push("", "exactly one of `tools` or `toolSchemaFile` is required");
+            None
+        }
+        (ToolSource::Described(describe), None, None) => {
+            let mut problems = SpecProblems::default();
+            let described = describe(
+                &DescribeInput {
+                    section,
+                    target_file: path,
+                },
+                &mut problems,
+            );
+            for (pointer, message) in problems.section {
+                found.push(format!("/{}{pointer}", kind.key), message);
+            }
+            let described = described.filter(|_| found.problems.is_empty())?;
+            let (pointers, tools) = described
+                .tools
+                .into_iter()
+                .map(|tool| (tool.pointer, tool.tool))
+                .unzip();
+            Some(ToolList {
+                tools,
+                file: described.file,
+                pointers,
+                written: false,
+                section: Some(described.section),
+                skipped: described
+                    .skipped
+                    .into_iter()
+                    .map(|s| Problem {
+                        file: s.file,
+                        pointer: s.pointer,
+                        message: format!("skipped: {}", s.message),
+                    })
+                    .collect(),
+            })
+        }
+        (ToolSource::Described(_), tools, _) => {
+            let key = if tools.is_some() {
+                "/tools"
+            } else {
+                "/toolSchemaFile"
+            };
+            found.push(
+                key,
+                format!(
+                    "{} targets describe their own tools; remove this key",
+                    kind.key
+                ),
+            );
+            None
+        }
+    }
 }
 
 fn problem(file: &Path, pointer: &str, message: String) -> Problem {
@@ -253,40 +373,44 @@ fn problem(file: &Path, pointer: &str, message: String) -> Problem {
     }
 }
 
-/// The generic part of each tool, in file order; problems are recorded per tool. A tool that
-/// fails here still takes its place, so that indexes match the kind's.
-fn tool_defs(tools: &[Value], kind: &Kind, prefix: &str, found: &mut Found<'_>) -> Vec<ToolDef> {
-    let mut names = HashSet::new();
-    let mut defs = Vec::with_capacity(tools.len());
-    for (i, raw) in tools.iter().enumerate() {
-        let pointer = format!("{prefix}/{i}");
-        let def: ToolDef = match serde_json::from_value(raw.clone()) {
-            Ok(def) => def,
-            Err(e) => {
-                found.push(pointer.clone(), format!("unexpected shape: {e}"));
-                ToolDef::default()
-            }
-        };
-        if !names.insert(def.name.clone()) {
+/// The generic part of one tool; problems are recorded at `pointer`. A tool that fails here
+/// still gets a definition, so that the other problems of the file are found too.
+fn tool_def(
+    raw: &Value,
+    pointer: &str,
+    names: &mut HashSet<String>,
+    found: &mut Found<'_>,
+) -> ToolDef {
+    let def: ToolDef = match serde_json::from_value(raw.clone()) {
+        Ok(def) => def,
+        Err(e) => {
+            found.push(pointer, format!("unexpected shape: {e}"));
+            ToolDef::default()
+        }
+    };
+    if !names.insert(def.name.clone()) {
+        found.push(
+            format!("{pointer}/name"),
+            format!("duplicate tool name {:?}", def.name),
+        );
+    }
+    def
+}
+
+/// A written tool may not carry another kind's per-tool key (an `http` mapping on a Lambda
+/// tool would be silently ignored otherwise).
+fn foreign_tool_keys(raw: &Value, kind: &Kind, pointer: &str, found: &mut Found<'_>) {
+    for other in KINDS.iter().filter(|other| other.key != kind.key) {
+        if let Some(key) = other.tool_key
+            && Some(key) != kind.tool_key
+            && raw.get(key).is_some()
+        {
             found.push(
-                format!("{pointer}/name"),
-                format!("duplicate tool name {:?}", def.name),
+                format!("{pointer}/{}", targets::escape_pointer(key)),
+                format!("only tools of {} targets take `{key}`", other.key),
             );
         }
-        for other in KINDS.iter().filter(|other| other.key != kind.key) {
-            if let Some(key) = other.tool_key
-                && Some(key) != kind.tool_key
-                && raw.get(key).is_some()
-            {
-                found.push(
-                    format!("{pointer}/{}", targets::escape_pointer(key)),
-                    format!("only tools of {} targets take `{key}`", other.key),
-                );
-            }
-        }
-        defs.push(def);
     }
-    defs
 }
 
 /// Resolves and loads an AgentCore tool-schema file, which must sit inside the targets folder
@@ -303,13 +427,7 @@ fn tool_schema_file(
             message,
         }]
     };
-    let rel = Path::new(relative);
-    if !rel.components().all(|c| matches!(c, Component::Normal(_))) {
-        return Err(problem(format!(
-            "{relative:?} must be a relative path inside the targets folder (no `..`, not absolute)"
-        )));
-    }
-    let path = target_file.parent().unwrap_or(Path::new(".")).join(rel);
+    let path = targets::file_beside(target_file, relative).map_err(problem)?;
     let document = read_json(&path).map_err(|p| vec![p])?;
     let mut found = Found {
         file: &path,
@@ -426,7 +544,7 @@ mod tests {
         assert_eq!(in_schema, registered);
         assert_eq!(
             one_kind_required(),
-            "exactly one of `lambda` or `http` is required"
+            "exactly one of `lambda`, `http` or `openapi` is required"
         );
     }
 }

@@ -61,7 +61,11 @@ impl Catalog {
         let mut catalog = Catalog::default();
         for path in paths {
             let loaded = match load::load_file(&path, transport) {
-                Ok(loaded) => Arc::new(loaded),
+                Ok(loaded) => {
+                    // Skipped tools are reported; the file's other tools serve.
+                    problems.extend(loaded.skipped.iter().cloned());
+                    Arc::new(loaded)
+                }
                 Err(mut found) => {
                     problems.append(&mut found);
                     match previous.files.get(&path) {

@@ -72,7 +72,7 @@ fn both_lambda_and_http_is_refused() {
     target["lambda"] = json!({"functionArn": "fn"});
     assert_named(
         &problems_for(target),
-        &["exactly one of `lambda` or `http`"],
+        &["exactly one of `lambda`, `http` or `openapi`"],
     );
 }
 

@@ -21,7 +21,7 @@ use url::Url;
 
 use super::{
     BoxFuture, BuildInput, Invocation, Kind, SpecProblems, Target, TargetError, ToolCall,
-    body_result, error_result, excerpt,
+    ToolSource, body_result, error_result, excerpt,
 };
 use crate::credential::{ApiKeyLocation, Injection};
 
@@ -29,6 +29,7 @@ use crate::credential::{ApiKeyLocation, Injection};
 pub const KIND: Kind = Kind {
     key: "lambda",
     tool_key: None,
+    tools: ToolSource::File,
     build,
 };
 

@@ -12,10 +12,12 @@
 
 pub mod http;
 pub mod lambda;
+pub mod openapi;
 mod results;
 
 use std::fmt;
 use std::future::Future;
+use std::path::{Component, Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -186,12 +188,72 @@ pub struct Kind {
     pub key: &'static str,
     /// The per-tool key this kind reads, if any; tools of other kinds may not carry it.
     pub tool_key: Option<&'static str>,
+    /// Where the target's tools come from.
+    pub tools: ToolSource,
     /// Builds the target, or records why not. `None` only with a problem recorded.
     pub build: fn(&BuildInput<'_>, &mut SpecProblems) -> Option<Arc<dyn Target>>,
 }
 
+/// Where a kind's tools come from.
+#[derive(Clone, Copy)]
+pub enum ToolSource {
+    /// The target file's `tools` or `toolSchemaFile`, written by the admin: any problem in
+    /// one of them fails the file (the last good version stays in force).
+    File,
+    /// The kind describes them from its section (an OpenAPI document). A described tool with
+    /// a problem is skipped and reported; the others load.
+    Described(fn(&DescribeInput<'_>, &mut SpecProblems) -> Option<Described>),
+}
+
+/// What a describing kind reads.
+pub struct DescribeInput<'a> {
+    pub section: &'a Value,
+    /// The target file, against which the section's relative paths resolve ([`file_beside`]).
+    pub target_file: &'a Path,
+}
+
+/// Tools a kind described, in the target-file tool shape.
+#[derive(Debug)]
+pub struct Described {
+    /// The file the tools were described from; tool problems are reported against it.
+    pub file: PathBuf,
+    /// The section [`Kind::build`] receives instead of the file's own.
+    pub section: Value,
+    pub tools: Vec<DescribedTool>,
+    /// What was left out, and why; reported, not fatal.
+    pub skipped: Vec<Located>,
+}
+
+#[derive(Debug)]
+pub struct DescribedTool {
+    /// Where in [`Described::file`] the tool comes from (RFC 6901).
+    pub pointer: String,
+    pub tool: Value,
+}
+
+/// A problem with its file and RFC 6901 pointer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Located {
+    pub file: PathBuf,
+    pub pointer: String,
+    pub message: String,
+}
+
 /// Every kind this gateway knows. A new kind is a module and one line here.
-pub const KINDS: &[Kind] = &[lambda::KIND, http::KIND];
+pub const KINDS: &[Kind] = &[lambda::KIND, http::KIND, openapi::KIND];
+
+/// A file named by a target file (`toolSchemaFile`, `specFile`): relative to the target file
+/// and inside its folder tree (no absolute path, no `..`), so that a target file cannot make
+/// the gateway read arbitrary files.
+pub fn file_beside(target_file: &Path, relative: &str) -> Result<PathBuf, String> {
+    let rel = Path::new(relative);
+    if relative.is_empty() || !rel.components().all(|c| matches!(c, Component::Normal(_))) {
+        return Err(format!(
+            "{relative:?} must be a relative path inside the targets folder (no `..`, not absolute)"
+        ));
+    }
+    Ok(target_file.parent().unwrap_or(Path::new(".")).join(rel))
+}
 
 /// The kind a target-file key selects.
 pub fn kind(key: &str) -> Option<&'static Kind> {

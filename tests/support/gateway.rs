@@ -47,6 +47,9 @@ pub fn write_json(dir: &Path, name: &str, value: &Value) {
 pub fn write_private(path: &Path, content: &str) {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).unwrap();
+    }
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create(true)

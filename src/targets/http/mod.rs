@@ -21,7 +21,7 @@ use url::Url;
 pub use self::route::{HttpRoute, PathPart, parse_path_template};
 use super::{
     BoxFuture, BuildInput, Invocation, Kind, Refusal, SpecProblems, Target, TargetError, ToolCall,
-    body_result, error_result, escape_pointer, excerpt,
+    ToolSource, body_result, error_result, escape_pointer, excerpt,
 };
 use crate::body::read_limited;
 use crate::credential::{ApiKeyLocation, Injection};
@@ -30,6 +30,7 @@ use crate::credential::{ApiKeyLocation, Injection};
 pub const KIND: Kind = Kind {
     key: "http",
     tool_key: Some("http"),
+    tools: ToolSource::File,
     build,
 };
 
@@ -38,7 +39,7 @@ const DEFAULT_MAX_RESPONSE_BYTES: usize = 1024 * 1024;
 
 /// Headers a target file may not set, statically or from arguments: credentials belong in
 /// `credentials` (never inline in a committed file), and framing headers are the client's job.
-const RESERVED_HEADERS: &[&str] = &[
+pub const RESERVED_HEADERS: &[&str] = &[
     "authorization",
     "proxy-authorization",
     "cookie",
@@ -118,7 +119,8 @@ pub fn client() -> Result<reqwest::Client, reqwest::Error> {
         .build()
 }
 
-fn build(input: &BuildInput<'_>, problems: &mut SpecProblems) -> Option<Arc<dyn Target>> {
+/// Builds an HTTP target; the OpenAPI kind builds through it too, with generated mappings.
+pub fn build(input: &BuildInput<'_>, problems: &mut SpecProblems) -> Option<Arc<dyn Target>> {
     let spec: HttpSpec = super::section(input.section, problems)?;
     let base = base_url(&spec.base_url, problems);
     let headers = static_headers(&spec.headers, problems);
@@ -304,7 +306,11 @@ impl HttpTarget {
                 request = request.header(header.clone(), value);
             }
         }
-        if route.has_body {
+        if let (true, Some(name)) = (route.has_body, &route.body) {
+            if let Some(body) = args.get(name) {
+                request = request.json(body);
+            }
+        } else if route.has_body {
             let mapped: Vec<&str> = route.mapped_args().collect();
             let body: Map<String, Value> = args
                 .iter()
@@ -374,7 +380,7 @@ fn scalar(name: &str, value: Option<&Value>) -> Result<String, TargetError> {
 }
 
 /// `application/json` and any `+json` structured syntax suffix (RFC 6839 section 3.1).
-fn is_json_media_type(content_type: &str) -> bool {
+pub fn is_json_media_type(content_type: &str) -> bool {
     let essence = content_type
         .split(';')
         .next()
@@ -427,6 +433,7 @@ mod tests {
     fn route(path: &str, method: Method) -> HttpRoute {
         HttpRoute {
             has_body: matches!(method, Method::POST),
+            body: None,
             method,
             path: parse_path_template(path).unwrap(),
             query: vec!["q".into()],

@@ -19,6 +19,9 @@ pub struct ToolHttpSpec {
     pub query: Vec<String>,
     #[serde(default)]
     pub headers: Vec<String>,
+    /// The one argument that is the whole JSON body (an OpenAPI operation whose body is not an
+    /// object); without it the arguments left over from path, query and headers are the body.
+    pub body: Option<String>,
 }
 
 /// How an HTTP tool's arguments become a request.
@@ -28,8 +31,10 @@ pub struct HttpRoute {
     pub path: Vec<PathPart>,
     pub query: Vec<String>,
     pub headers: Vec<(String, HeaderName)>,
-    /// Whether the arguments not used elsewhere form a JSON body (POST, PUT, PATCH).
+    /// Whether the request has a JSON body (POST, PUT, PATCH).
     pub has_body: bool,
+    /// The argument that is the body; `None`: the arguments not used elsewhere form it.
+    pub body: Option<String>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -134,12 +139,26 @@ fn route(
         }
     }
     let has_body = matches!(method, Method::POST | Method::PUT | Method::PATCH);
+    if let Some(body) = &spec.body {
+        if !has_body {
+            problem(
+                "/body".into(),
+                format!("{} requests carry no body", spec.method),
+            );
+        } else if !declared(body) {
+            problem(
+                "/body".into(),
+                format!("{body:?} is not a property of inputSchema"),
+            );
+        }
+    }
     Some(HttpRoute {
         method,
         path,
         query: spec.query.clone(),
         headers,
         has_body,
+        body: spec.body.clone(),
     })
 }
 
