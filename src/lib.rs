@@ -388,9 +388,14 @@ fn router(state: &Arc<GatewayState>, shutdown: &CancellationToken) -> Router {
         resource_path: mcp::PATH,
     });
     // Layers run outermost-last: authenticate first, then rewrite rmcp's plain-text errors,
-    // then check that a session id belongs to the caller (DESIGN 3.2 invariant 8).
+    // then check that a session id belongs to the caller (DESIGN 3.2 invariant 8), then refuse
+    // a declared body over the limit before reading it.
     let mcp = Router::new()
         .route_service(mcp::PATH, mcp_service)
+        .route_layer(axum::middleware::from_fn_with_state(
+            server.max_body_bytes,
+            mcp::refuse_declared_oversize,
+        ))
         .route_layer(axum::middleware::from_fn_with_state(
             session_owners,
             mcp::session_owner::bind_sessions_to_callers,

@@ -7,10 +7,11 @@ mod support {
     pub mod idp;
 }
 
-use serde_json::{Value, json};
+use serde_json::Value;
 use support::backend::Backend;
 use support::gateway::{Setup, TestGateway, initialize_body, post_mcp};
 use support::idp::Idp;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 async fn setup() -> (Idp, Backend, TestGateway) {
     let idp = Idp::start().await;
@@ -65,10 +66,24 @@ async fn oversized_requests_are_refused() {
     )
     .await;
     let token = gateway.token(&idp).await;
-    let mut body = initialize_body();
-    body["params"]["padding"] = json!("x".repeat(5 * 1024 * 1024));
-    let response = post_mcp(&gateway.mcp_url(), Some(&token), &body).await;
-    assert_eq!(response.status().as_u16(), 413);
+    // Raw HTTP, announcing a 5 MiB body and sending none of it: the refusal must come from the
+    // declared length alone. (Writing the whole body raced the gateway's early 413 and close:
+    // the client could see a broken pipe instead of the answer.)
+    let authority = gateway
+        .mcp_url()
+        .trim_start_matches("http://")
+        .trim_end_matches("/mcp")
+        .to_string();
+    let mut stream = tokio::net::TcpStream::connect(&authority).await.unwrap();
+    let head = format!(
+        "POST /mcp HTTP/1.1\r\nHost: {authority}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: {}\r\n\r\n",
+        5 * 1024 * 1024
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = vec![0u8; 64];
+    let read = stream.read(&mut answer).await.unwrap();
+    let status_line = String::from_utf8_lossy(&answer[..read]).to_string();
+    assert!(status_line.starts_with("HTTP/1.1 413"), "{status_line}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,6 +11,30 @@ use serde_json::json;
 
 use crate::catalog::CatalogError;
 
+/// Refuses a request whose declared `Content-Length` exceeds `limit` before a byte of the body
+/// is read (RFC 9110 section 15.5.14, 413). rmcp enforces the same limit while reading, so
+/// without this a client announcing an oversized body made the gateway wait for and read up to
+/// `limit` bytes first; a body without a length is still bounded by rmcp as it streams.
+pub async fn refuse_declared_oversize(
+    axum::extract::State(limit): axum::extract::State<usize>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let declared = request
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > u64::try_from(limit).unwrap_or(u64::MAX)) {
+        return (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the request body exceeds {limit} bytes"),
+        )
+            .into_response();
+    }
+    next.run(request).await
+}
+
 /// rmcp answers some malformed requests (unparsable JSON, missing headers, oversized bodies)
 /// with a plain-text 400/406/413/415. Clients expect a JSON-RPC error object (JSON-RPC 2.0 section 5.1: -32700 parse error,
 /// -32600 invalid request, `id` null), so those bodies are rewritten here, on the error path

@@ -25,7 +25,7 @@ use rmcp::model::{
 };
 use rmcp::service::{NotificationContext, RequestContext, RoleServer};
 
-pub use errors::json_rpc_client_errors;
+pub use errors::{json_rpc_client_errors, refuse_declared_oversize};
 pub use outcome::{ConsentChannel, URL_ELICITATION_REQUIRED};
 pub use session_owner::{SessionOwnerError, SessionOwners};
 pub use sessions::SessionRegistry;
