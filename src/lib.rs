@@ -15,6 +15,7 @@ pub mod identity;
 pub mod inbound;
 pub mod mcp;
 mod routes;
+pub mod search;
 pub mod targets;
 pub mod telemetry;
 pub mod vault;
