@@ -3,26 +3,28 @@
 //! of the whole list.
 //!
 //! BM25 (tantivy) over an in-RAM index with one document per tool. Each tool is indexed in
-//! four fields, weighted by how much each says about what the tool does (see [`FIELDS`]):
-//! its name split into words, its description, its parameter names and its parameter
-//! descriptions. Text and query go through the same analyzer (words, lower case, English stop
-//! words, English Snowball stemming), so "repositories" finds "repository".
+//! five fields, weighted by how much each says about what the tool does (see [`FIELDS`]):
+//! its name split into words, the first sentence of its description, the whole description,
+//! its parameter names and its parameter descriptions. Text and query go through the same
+//! analyzer (words, lower case, English stop words, English Snowball stemming), so
+//! "repositories" finds "repository"; the query side adds abbreviations' long forms, stem
+//! completions and synonyms, and rewards matching more of the query's words (`query.rs`).
 //!
 //! This module is a leaf: it knows nothing of catalogs, callers or policies. The caller passes
 //! tool definitions in and an `allowed` predicate per search, which is applied before the
 //! results are cut to `limit` (a caller never sees a tool it may not call, and still gets
 //! `limit` results when that many are allowed).
 
+mod query;
 mod words;
 
 use serde_json::{Map, Value};
 use tantivy::collector::TopDocs;
-use tantivy::query::{BooleanQuery, BoostQuery, Occur, Query, TermQuery};
 use tantivy::schema::{FAST, Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions};
 use tantivy::tokenizer::{
     Language, LowerCaser, RemoveLongFilter, SimpleTokenizer, Stemmer, StopWordFilter, TextAnalyzer,
 };
-use tantivy::{DocAddress, Index, IndexWriter, ReloadPolicy, Searcher, TantivyDocument, Term};
+use tantivy::{DocAddress, Index, IndexWriter, ReloadPolicy, Searcher, TantivyDocument};
 
 pub use words::split_name;
 
@@ -35,8 +37,8 @@ pub struct ToolDoc<'a> {
     pub input_schema: &'a Map<String, Value>,
 }
 
-/// One result: the tool's name and its BM25 score (higher is better; comparable only within
-/// one search).
+/// One result: the tool's name and its score (BM25 plus a bonus per query word matched;
+/// higher is better, comparable only within one search).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Hit {
     pub name: String,
@@ -63,58 +65,49 @@ pub enum SearchError {
 /// The name of our analyzer in tantivy's tokenizer registry.
 const ANALYZER: &str = "portcullis_en";
 
-/// Field name and boost, in the order of [`Fields`]. Names weigh most: `issues_create` says
-/// what a tool does in two words, while descriptions and parameter text also mention what a
-/// tool merely touches ("the repository"). Tuned on `tests/fixtures/search` (issue 13).
-const FIELDS: [(&str, f32); 4] = [
-    ("name", 3.0),
-    ("description", 1.0),
+/// Field name and boost. Names and summaries weigh most: `issues_create` / "Create an issue"
+/// say what a tool does in two words, while the rest of a description and the parameters also
+/// mention what a tool merely touches ("the repository"). Tuned on `tests/fixtures/search`
+/// (issue 13) and checked on its held-out queries.
+const FIELDS: [(&str, f32); 5] = [
+    ("name", 2.0),
+    ("summary", 2.0),
+    ("description", 0.5),
     ("parameter_names", 0.5),
-    ("parameter_descriptions", 0.2),
+    ("parameter_descriptions", 0.3),
 ];
-
-/// A query longer than this many distinct words is cut: a model's query is a sentence, and
-/// the bound keeps a pasted document from costing a scan per word.
-const MAX_QUERY_TERMS: usize = 64;
 
 /// tantivy's smallest indexing memory budget per thread; a catalog of 10,000 tools fits.
 const WRITER_MEMORY: usize = 15_000_000;
 
 /// Words that carry no meaning in a request for a tool: Lucene's English stop words (as
-/// tantivy ships them) plus the way people ask ("how do I ...", "I want to ...").
+/// tantivy ships them), the way people ask ("how do I ...", "I want to ..."), and the
+/// pronouns and function words of Snowball's English list. Not "me", "my": they are how a
+/// user says "the authenticated user" (see `words::ABBREVIATIONS`); not "all", "many",
+/// "left", which the synonym groups give a meaning.
+#[rustfmt::skip]
 const STOP_WORDS: &[&str] = &[
     "a", "an", "and", "are", "as", "at", "be", "but", "by", "for", "if", "in", "into", "is", "it",
     "no", "not", "of", "on", "or", "such", "that", "the", "their", "then", "there", "these",
     "they", "this", "to", "was", "will", "with", "how", "do", "does", "i", "can", "want", "please",
-    "what", "which", "should", "would", "could", "need", "some", "using", "via",
+    "what", "which", "should", "would", "could", "need", "some", "using", "via", "myself", "we",
+    "our", "ours", "ourselves", "you", "your", "yours", "he", "him", "his", "she", "her", "its",
+    "them", "who", "whom", "those", "am", "were", "been", "being", "have", "has", "had", "having",
+    "did", "doing", "because", "until", "while", "about", "against", "through", "during", "from",
+    "again", "further", "once", "here", "when", "where", "why", "any", "both", "each", "few",
+    "nor", "only", "same", "so", "than", "too", "very", "much", "already", "anyone", "something",
+    "way", "back", "up", "out",
 ];
 
-#[derive(Clone, Copy)]
-struct Fields {
-    name: Field,
-    description: Field,
-    parameter_names: Field,
-    parameter_descriptions: Field,
-    ordinal: Field,
-}
-
-impl Fields {
-    fn text(&self) -> [(Field, f32); 4] {
-        [
-            (self.name, FIELDS[0].1),
-            (self.description, FIELDS[1].1),
-            (self.parameter_names, FIELDS[2].1),
-            (self.parameter_descriptions, FIELDS[3].1),
-        ]
-    }
-}
+/// The text fields, in the order of [`FIELDS`], with their boosts.
+type TextFields = [(Field, f32); 5];
 
 /// The search index of one catalog snapshot. Immutable once built (a new catalog builds a new
 /// index), `Send + Sync`, so one `Arc<SearchIndex>` serves every session.
 pub struct SearchIndex {
     searcher: Searcher,
-    analyzer: TextAnalyzer,
-    fields: Fields,
+    lexicon: query::Lexicon,
+    fields: TextFields,
     /// Tool names by ordinal (the `ordinal` fast field of each document).
     names: Vec<String>,
     /// `ordinals[segment][doc]`: the tool ordinal of each document, read once at build time
@@ -141,6 +134,31 @@ fn analyzer() -> TextAnalyzer {
         .build()
 }
 
+/// Every term of the text fields, for the query side's "is this word known" and completions.
+fn vocabulary(searcher: &Searcher, fields: &TextFields) -> Result<Vec<String>, SearchError> {
+    let mut vocabulary = Vec::new();
+    for segment in searcher.segment_readers() {
+        for &(field, _) in fields {
+            let inverted = segment
+                .inverted_index(field)
+                .map_err(engine("reading the terms"))?;
+            let mut terms = inverted
+                .terms()
+                .stream()
+                .map_err(|source| SearchError::Index {
+                    during: "reading the terms",
+                    source: source.into(),
+                })?;
+            while terms.advance() {
+                if let Ok(term) = std::str::from_utf8(terms.key()) {
+                    vocabulary.push(term.to_string());
+                }
+            }
+        }
+    }
+    Ok(vocabulary)
+}
+
 fn engine(during: &'static str) -> impl FnOnce(tantivy::TantivyError) -> SearchError {
     move |source| SearchError::Index { during, source }
 }
@@ -158,13 +176,9 @@ impl SearchIndex {
                 .set_index_option(IndexRecordOption::WithFreqs),
         );
         let mut schema = Schema::builder();
-        let fields = Fields {
-            name: schema.add_text_field(FIELDS[0].0, text.clone()),
-            description: schema.add_text_field(FIELDS[1].0, text.clone()),
-            parameter_names: schema.add_text_field(FIELDS[2].0, text.clone()),
-            parameter_descriptions: schema.add_text_field(FIELDS[3].0, text),
-            ordinal: schema.add_u64_field("ordinal", FAST),
-        };
+        let fields: TextFields =
+            FIELDS.map(|(name, boost)| (schema.add_text_field(name, text.clone()), boost));
+        let ordinal = schema.add_u64_field("ordinal", FAST);
         let index = Index::create_in_ram(schema.build());
         index.tokenizers().register(ANALYZER, analyzer());
 
@@ -172,15 +186,22 @@ impl SearchIndex {
             .writer_with_num_threads(1, WRITER_MEMORY)
             .map_err(engine("creating the writer"))?;
         let mut names = Vec::new();
+        let [
+            name,
+            summary,
+            description,
+            parameter_names,
+            parameter_descriptions,
+        ] = fields.map(|(field, _)| field);
         for tool in tools {
-            let (parameter_names, parameter_descriptions) =
-                words::parameter_text(tool.input_schema);
+            let (names_text, descriptions_text) = words::parameter_text(tool.input_schema);
             let mut document = TantivyDocument::default();
-            document.add_text(fields.name, words::with_long_forms(&split_name(tool.name)));
-            document.add_text(fields.description, tool.description);
-            document.add_text(fields.parameter_names, parameter_names);
-            document.add_text(fields.parameter_descriptions, parameter_descriptions);
-            document.add_u64(fields.ordinal, names.len() as u64);
+            document.add_text(name, words::name_words(tool.name));
+            document.add_text(summary, words::first_sentence(tool.description));
+            document.add_text(description, tool.description);
+            document.add_text(parameter_names, names_text);
+            document.add_text(parameter_descriptions, descriptions_text);
+            document.add_u64(ordinal, names.len() as u64);
             writer
                 .add_document(document)
                 .map_err(engine("adding a tool"))?;
@@ -207,9 +228,13 @@ impl SearchIndex {
                     .collect())
             })
             .collect::<Result<Vec<Vec<u32>>, SearchError>>()?;
+        let vocabulary = vocabulary(&searcher, &fields)?;
         Ok(SearchIndex {
             searcher,
-            analyzer: index.tokenizers().get(ANALYZER).unwrap_or_else(analyzer),
+            lexicon: query::Lexicon::new(
+                index.tokenizers().get(ANALYZER).unwrap_or_else(analyzer),
+                vocabulary,
+            ),
             fields,
             names,
             ordinals,
@@ -228,10 +253,10 @@ impl SearchIndex {
     /// The `limit` best tools for `query` among those `allowed` accepts, best first.
     ///
     /// `query` is free text from a model and is never parsed as query syntax: it is cut into
-    /// words by the index's own analyzer and each word is looked up in every field, so quotes,
-    /// colons, parentheses or `AND` are just text. `allowed` is asked only about candidates,
-    /// best first, until `limit` are accepted (a policy check per tool of a large catalog
-    /// would cost more than the search).
+    /// words, each analyzed like the index and looked up in every field (`query.rs`), so
+    /// quotes, colons, parentheses or `AND` are just text. `allowed` is asked only about
+    /// candidates, best first, until `limit` are accepted (a policy check per tool of a large
+    /// catalog would cost more than the search).
     pub fn search(
         &self,
         query: &str,
@@ -241,7 +266,7 @@ impl SearchIndex {
         if query.trim().is_empty() {
             return Err(SearchError::EmptyQuery);
         }
-        let query = self.query_for(query)?;
+        let query = self.lexicon.query(query, &self.fields)?;
         if limit == 0 || self.names.is_empty() {
             return Ok(Vec::new());
         }
@@ -275,41 +300,6 @@ impl SearchIndex {
             }
             wanted = wanted.saturating_mul(4).min(self.names.len());
         }
-    }
-
-    /// One `should` clause per (word, field), boosted by the field's weight: BM25 sums them,
-    /// so a tool matching more of the words, in weightier fields, ranks higher.
-    fn query_for(&self, text: &str) -> Result<BooleanQuery, SearchError> {
-        let mut analyzer = self.analyzer.clone();
-        let text = words::with_long_forms(text);
-        let mut stream = analyzer.token_stream(&text);
-        let mut terms: Vec<String> = Vec::new();
-        while stream.advance() {
-            let word = &stream.token().text;
-            if !terms.contains(word) {
-                terms.push(word.clone());
-                if terms.len() == MAX_QUERY_TERMS {
-                    break;
-                }
-            }
-        }
-        if terms.is_empty() {
-            return Err(SearchError::NoSearchableWords);
-        }
-        let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
-        for word in &terms {
-            for (field, boost) in self.fields.text() {
-                let term = TermQuery::new(
-                    Term::from_field_text(field, word),
-                    IndexRecordOption::WithFreqs,
-                );
-                clauses.push((
-                    Occur::Should,
-                    Box::new(BoostQuery::new(Box::new(term), boost)),
-                ));
-            }
-        }
-        Ok(BooleanQuery::new(clauses))
     }
 
     fn name_of(&self, address: DocAddress) -> Option<&str> {

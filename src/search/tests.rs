@@ -172,3 +172,89 @@ fn a_very_long_query_is_bounded_not_refused() {
     let query = (0..10_000).map(|i| format!("word{i} ")).collect::<String>() + "void";
     assert!(index().search(&query, 5, |_| true).is_ok());
 }
+
+/// An index of `(name, description)` tools without parameters.
+fn index_of(tools: &[(&str, &str)]) -> SearchIndex {
+    let empty = Map::new();
+    SearchIndex::build(tools.iter().map(|(name, description)| ToolDoc {
+        name,
+        description,
+        input_schema: &empty,
+    }))
+    .unwrap()
+}
+
+#[test]
+fn a_word_no_tool_uses_is_stood_in_for_by_its_synonyms() {
+    // "cancel" is nowhere in the catalog; ShipEngine says "void".
+    let hits = index().search("cancel a label", 5, |_| true).unwrap();
+    assert_eq!(names(&hits)[0], "shipengine___void_label");
+}
+
+#[test]
+fn the_users_own_word_outweighs_its_synonym() {
+    let index = index_of(&[
+        ("teams_delete_member", "Delete a member from a team"),
+        ("teams_remove_member", "Remove a member from a team"),
+    ]);
+    let hits = index.search("remove member", 5, |_| true).unwrap();
+    assert_eq!(
+        names(&hits),
+        ["teams_remove_member", "teams_delete_member"],
+        "both are found, the one saying \"remove\" first: {hits:?}"
+    );
+}
+
+#[test]
+fn stem_completions_join_forms_the_stemmer_keeps_apart() {
+    // The stemmer gives "contribut" for "contributed" and "contributor" for "contributors".
+    let index = index_of(&[
+        ("repos_list_contributors", "List repository contributors"),
+        ("repos_list_tags", "List repository tags"),
+    ]);
+    let hits = index.search("who contributed", 5, |_| true).unwrap();
+    assert_eq!(names(&hits), ["repos_list_contributors"]);
+}
+
+#[test]
+fn matching_more_of_the_query_beats_one_rare_word() {
+    let mut tools = vec![
+        ("meta_get_octocat", "Get Octocat. The octocat as ASCII art."),
+        ("repos_list_for_user", "List repositories for a user."),
+    ];
+    // Make "octocat" rare and "repositories" / "user" common, as in the real catalog.
+    let filler: Vec<(String, String)> = (0..30)
+        .map(|i| {
+            (
+                format!("repos_other_{i}"),
+                format!("Other {i} for a user's repository."),
+            )
+        })
+        .collect();
+    tools.extend(filler.iter().map(|(n, d)| (n.as_str(), d.as_str())));
+    let hits = index_of(&tools)
+        .search("list repositories of the user octocat", 5, |_| true)
+        .unwrap();
+    assert_eq!(names(&hits)[0], "repos_list_for_user", "{hits:?}");
+}
+
+#[test]
+fn a_camel_case_query_word_is_split_only_when_unknown() {
+    let index = index();
+    let hits = index.search("reposListForUser", 5, |_| true).unwrap();
+    assert_eq!(names(&hits)[0], "github___repos_list_for_user");
+    // "GitHub" is a word of the descriptions: it is searched whole, not as "git hub".
+    let hits = index.search("GitHub", 5, |_| true).unwrap();
+    assert_eq!(hits.len(), 3, "{hits:?}");
+    assert!(hits.iter().all(|hit| hit.name.starts_with("github___")));
+}
+
+#[test]
+fn a_word_in_the_first_sentence_weighs_more_than_the_same_word_later() {
+    let index = index_of(&[
+        ("tool_a", "Other words come here. Fork a thing."),
+        ("tool_b", "Fork a thing. Other words come here."),
+    ]);
+    let hits = index.search("fork", 5, |_| true).unwrap();
+    assert_eq!(names(&hits), ["tool_b", "tool_a"]);
+}

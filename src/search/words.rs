@@ -1,5 +1,7 @@
-//! The text a tool is found by: its name split into words, and the names and descriptions of
-//! its parameters. Pure string work, no index, so each rule is unit-tested on its own.
+//! The text a tool is found by (its name split into words, the first sentence of its
+//! description, the names and descriptions of its parameters), the words of a query, and the
+//! word lists both are matched through. Pure string work, no index, so each rule is
+//! unit-tested on its own.
 
 use serde_json::{Map, Value};
 
@@ -64,7 +66,7 @@ const ABBREVIATIONS: &[(&str, &str)] = &[
     ("envs", "environments"),
     ("config", "configuration"),
     ("auth", "authorization"),
-    // GitHub names "the authenticated user" what a user calls "my" / "me".
+    // GitHub names "the authenticated user" what a user calls "me" / "my".
     ("authenticated", "me my"),
 ];
 
@@ -85,6 +87,102 @@ pub fn with_long_forms(text: &str) -> String {
     }
     out
 }
+
+/// The name field's text: [`split_name`] plus long forms, each word once. Why once: a name
+/// that repeats a word (`codespaces_get_codespaces_for_user`) says no more about it than one
+/// that does not, and BM25 would otherwise rank it higher for that word.
+pub fn name_words(name: &str) -> String {
+    let all = with_long_forms(&split_name(name));
+    let mut words: Vec<&str> = Vec::new();
+    for word in all.split(' ').filter(|w| !w.is_empty()) {
+        if !words.contains(&word) {
+            words.push(word);
+        }
+    }
+    words.join(" ")
+}
+
+/// The first sentence of a description: most API documents (and MCP tool definitions made from
+/// them) open with a summary ("Create a commit status."), and what follows is detail, so
+/// the summary is indexed in a field of its own that weighs more.
+pub fn first_sentence(description: &str) -> &str {
+    let description = description.trim_start();
+    let end = description
+        .char_indices()
+        .find(|&(i, c)| {
+            c == '\n' || (c == '.' && description[i + 1..].starts_with(char::is_whitespace))
+        })
+        .map_or(description.len(), |(i, _)| i);
+    &description[..end]
+}
+
+/// The words of a query, lower case, split at everything but letters and digits (so digits
+/// stay with their letters, `oauth2`, as in descriptions). Each comes with the parts a
+/// camelCase word splits into like a tool name, for when the whole word is unknown (a model
+/// may pass `listForUser`, and also "GitHub").
+pub fn query_words(text: &str) -> Vec<(String, Vec<String>)> {
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(|word| {
+            let camel = word
+                .chars()
+                .zip(word.chars().skip(1))
+                .any(|(a, b)| a.is_lowercase() && b.is_uppercase());
+            let parts = if camel {
+                split_name(word).split(' ').map(str::to_string).collect()
+            } else {
+                Vec::new()
+            };
+            (word.to_lowercase(), parts)
+        })
+        .collect()
+}
+
+/// Words that API documents and the people asking for a tool use for the same thing. A query
+/// word also matches the other words of its groups (at a lower weight, see `query.rs`); the
+/// groups are compared by stem, so "visited" finds the "visit" group.
+///
+/// Why a list: BM25 only matches the words it is given, and the commonest miss is a user's verb
+/// that the API spells differently ("add" / `create`, "remove" / `delete`, "cancel" / `void`).
+/// Each group joins words that these documents themselves use for one operation or thing
+/// (GitHub's `add_labels` and `create_label`, Notion's "append" and `post_page`, ShipEngine's
+/// `void_label` and `cancel_shipments`); general API vocabulary, not the wording of a test.
+#[rustfmt::skip]
+pub const SYNONYMS: &[&[&str]] = &[
+    // The verbs of operation names.
+    &["create", "add", "new", "make", "post", "insert", "append", "register", "open", "submit",
+      "generate", "spin"],
+    &["delete", "remove", "destroy", "drop", "erase", "purge", "clear", "kick"],
+    &["get", "retrieve", "fetch", "read", "show", "view", "see", "lookup", "look", "describe"],
+    &["list", "show", "all", "enumerate", "browse"],
+    &["update", "edit", "change", "modify", "patch", "set", "rename", "replace"],
+    &["search", "find", "query", "lookup", "filter"],
+    &["start", "trigger", "run", "launch", "dispatch", "begin"],
+    &["stop", "cancel", "halt", "abort", "void", "terminate"],
+    &["upload", "attach", "put"],
+    &["save", "store", "set"],
+    &["grant", "give", "allow", "add"],
+    &["follow", "watch", "subscribe", "subscription"],
+    &["notify", "notified", "notification", "webhook"],
+    &["review", "approve"],
+    // Qualities and quantities.
+    &["latest", "newest", "recent", "last", "current"],
+    &["batch", "bulk", "many", "multiple"],
+    &["count", "total", "number", "many"],
+    &["remaining", "left", "quota", "limit"],
+    &["statistics", "stats", "metrics", "analytics", "insights", "usage"],
+    // Things.
+    &["user", "person", "people", "someone", "account"],
+    &["authenticated", "logged", "signed"],
+    &["member", "membership", "belong"],
+    &["permission", "access", "role"],
+    &["issue", "bug", "ticket"],
+    &["secret", "credential", "password", "leaked"],
+    &["balance", "funds", "money"],
+    &["view", "visit", "visitor", "traffic"],
+    &["branch", "ref", "reference"],
+    &["check", "ci", "build", "workflow"],
+];
 
 /// The searchable text of an input schema: parameter names (split into words) in the first
 /// string, parameter descriptions in the second. Walks `properties` recursively, through
@@ -185,6 +283,56 @@ mod tests {
             "list org repos organization repositories"
         );
         assert_eq!(with_long_forms("create issue"), "create issue");
+    }
+
+    #[test]
+    fn a_name_repeats_no_word_even_with_long_forms() {
+        assert_eq!(
+            name_words("github___codespaces_get_codespaces_for_repo"),
+            "github codespaces get for repo repository"
+        );
+    }
+
+    #[test]
+    fn the_first_sentence_ends_at_a_full_stop_before_a_space_or_at_a_line_break() {
+        assert_eq!(
+            first_sentence("Create a status. Users with push access can."),
+            "Create a status"
+        );
+        assert_eq!(first_sentence("  Uses v1.2 of it\nmore"), "Uses v1.2 of it");
+        assert_eq!(first_sentence("Retrieve a page"), "Retrieve a page");
+        assert_eq!(first_sentence(""), "");
+    }
+
+    #[test]
+    fn query_words_split_punctuation_and_camel_case_but_not_digits() {
+        let words = query_words("listForUser: repos_get (oauth2) GitHub Über-Größe");
+        let whole: Vec<&str> = words.iter().map(|(word, _)| word.as_str()).collect();
+        assert_eq!(
+            whole,
+            [
+                "listforuser",
+                "repos",
+                "get",
+                "oauth2",
+                "github",
+                "über",
+                "größe"
+            ]
+        );
+        assert_eq!(words[0].1, ["list", "for", "user"]);
+        assert_eq!(words[4].1, ["git", "hub"]);
+        assert!(words[1].1.is_empty() && words[5].1.is_empty());
+    }
+
+    #[test]
+    fn synonym_groups_are_lower_case_single_words() {
+        for word in SYNONYMS.iter().flat_map(|group| group.iter()) {
+            assert!(
+                word.chars().all(|c| c.is_ascii_lowercase()),
+                "{word:?} would never match a query word"
+            );
+        }
     }
 
     #[test]
