@@ -16,6 +16,7 @@ pub mod identity;
 pub mod inbound;
 pub mod mcp;
 mod routes;
+pub mod search;
 pub mod secret;
 pub mod targets;
 pub mod telemetry;
@@ -102,8 +103,18 @@ pub fn load_catalog(
     previous: &Catalog,
     transport: &Transport,
 ) -> (Catalog, Vec<catalog::Problem>) {
-    let (catalog, mut problems) = Catalog::load(&config.targets.dir, previous, transport);
+    let (mut catalog, mut problems) = Catalog::load(&config.targets.dir, previous, transport);
     problems.extend(unknown_credential_references(config, &catalog));
+    if config.search.enabled
+        && let Err(error) = catalog.index_for_search()
+    {
+        // The tools still serve; the search tool says it is unavailable.
+        problems.push(catalog::Problem {
+            file: config.targets.dir.clone(),
+            pointer: String::new(),
+            message: format!("the tool-search index could not be built: {error}"),
+        });
+    }
     (catalog, problems)
 }
 
@@ -224,6 +235,7 @@ impl Gateway {
             catalog: catalog.clone(),
             pipeline,
             sessions: SessionRegistry::default(),
+            search: config.search,
         });
         let state = Arc::new(GatewayState {
             config,
