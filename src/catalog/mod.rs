@@ -11,6 +11,7 @@
 
 mod load;
 pub mod model;
+mod tool_list;
 mod watch;
 
 use std::collections::BTreeMap;
@@ -53,7 +54,11 @@ impl Catalog {
     /// Loads every target file in `dir`, building targets on `transport`'s shared clients.
     /// Files that fail keep their version from `previous` (if any); all problems are returned
     /// for reporting.
-    pub fn load(dir: &Path, previous: &Catalog, transport: &Transport) -> (Catalog, Vec<Problem>) {
+    pub async fn load(
+        dir: &Path,
+        previous: &Catalog,
+        transport: &Transport,
+    ) -> (Catalog, Vec<Problem>) {
         let mut problems = Vec::new();
         let paths = match load::target_files(dir) {
             Ok(paths) => paths,
@@ -65,7 +70,7 @@ impl Catalog {
         let mut owners = load::TargetOwners::new();
         let mut catalog = Catalog::default();
         for path in paths {
-            let loaded = match load::load_file(&path, transport) {
+            let loaded = match load::load_file(&path, transport).await {
                 Ok(loaded) => {
                     // Skipped tools are reported; the file's other tools serve.
                     problems.extend(loaded.skipped.iter().cloned());
