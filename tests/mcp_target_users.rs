@@ -12,6 +12,7 @@ mod support {
     pub mod idp;
     pub mod mcp;
     pub mod upstream_mcp;
+    pub mod upstream_python;
 }
 
 use serde_json::{Value, json};
@@ -19,6 +20,7 @@ use support::downstream::{API_RESOURCE, Client, World, call, consent_url, world_
 use support::idp::{Idp, decode_unverified};
 use support::mcp::text_of;
 use support::upstream_mcp::{RequireToken, Upstream};
+use support::upstream_python::PythonUpstream;
 
 const TOOL: &str = "notes___whoami";
 
@@ -30,14 +32,20 @@ async fn world() -> (World, Upstream) {
         issuer: downstream.issuer.clone(),
     }))
     .await;
+    let url = upstream.url.clone();
+    (world_for(inbound, downstream, &url).await, upstream)
+}
+
+/// The gateway with the `notes` target on the upstream at `url`.
+async fn world_for(inbound: Idp, downstream: Idp, url: &str) -> World {
     // No `resource` in the credential: the RFC 8707 resource is the server's URL.
     let target = json!({
         "name": "notes",
-        "mcp": {"url": upstream.url},
+        "mcp": {"url": url},
         "credentials": {"oauth": {"provider": "downstream", "grantType": "AUTHORIZATION_CODE", "scopes": ["tools.read"]}},
         "tools": [{"name": "whoami", "description": "Who is calling", "inputSchema": {"type": "object"}}]
     });
-    let world = world_on(
+    world_on(
         inbound,
         downstream,
         "login",
@@ -47,8 +55,7 @@ async fn world() -> (World, Upstream) {
         Some(API_RESOURCE),
         vec![("notes.json", target)],
     )
-    .await;
-    (world, upstream)
+    .await
 }
 
 /// `user`'s client after they linked `account` through the consent URL their first call got.
@@ -142,6 +149,32 @@ async fn a_token_the_server_keeps_refusing_ends_in_an_explanation_not_a_consent_
         text.contains("HTTP 401") && !text.contains("/oauth2/connect/"),
         "{text}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_sdk_server_sees_each_user_as_themselves() {
+    let inbound = Idp::start().await;
+    let downstream = Idp::spawn(&[]).await;
+    let upstream = PythonUpstream::start(&downstream.issuer, &downstream.public_key_pem()).await;
+    let world = world_for(inbound, downstream, &upstream.url).await;
+    let seen = |result: &rmcp::model::CallToolResult| {
+        assert_ne!(result.is_error, Some(true), "{}", text_of(result));
+        result.structured_content.clone().unwrap()
+    };
+    let alice = linked(&world, "alice", "alice-gh").await;
+    let bob = linked(&world, "bob", "bob-gh").await;
+    let first = seen(&call(&alice, TOOL).await);
+    let of_bob = seen(&call(&bob, TOOL).await);
+    let again = seen(&call(&alice, TOOL).await);
+    assert_eq!(first["sub"], "alice-gh");
+    assert_eq!(of_bob["sub"], "bob-gh");
+    for token in [&first, &of_bob] {
+        assert_eq!(token["iss"], Value::String(world.downstream.issuer.clone()));
+        assert_eq!(token["aud"], Value::String(upstream.url.clone()));
+    }
+    assert!(first["session"].is_string(), "{first}");
+    assert_ne!(first["session"], of_bob["session"]);
+    assert_eq!(first["session"], again["session"]);
 }
 
 /// Every distinct `Authorization` value the server received.
