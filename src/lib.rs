@@ -15,6 +15,7 @@ mod dev;
 pub mod identity;
 pub mod inbound;
 pub mod mcp;
+pub mod policy;
 mod routes;
 pub mod search;
 pub mod secret;
@@ -76,7 +77,9 @@ pub enum StartError {
     },
     #[error("server error: {0}")]
     Serve(#[source] std::io::Error),
-    #[error("cannot watch the targets folder {dir}: {source}")]
+    #[error("the policy files have {} problem(s):\n{}", .0.len(), render_policy_problems(.0))]
+    Policy(Vec<policy::PolicyProblem>),
+    #[error("cannot watch the folder {dir}: {source}")]
     Watch {
         dir: String,
         #[source]
@@ -84,7 +87,30 @@ pub enum StartError {
     },
 }
 
+fn render_policy_problems(problems: &[policy::PolicyProblem]) -> String {
+    problems
+        .iter()
+        .map(|p| format!("  - {p}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 impl GatewayState {
+    /// Re-reads the policy files; a folder with a problem keeps the policies in force.
+    pub fn reload_policies(&self) {
+        let Some(policies) = self.mcp.pipeline.policies() else {
+            return;
+        };
+        match policies.reload() {
+            Ok(count) => tracing::info!(policies = count, "policies reloaded"),
+            Err(problems) => {
+                for problem in &problems {
+                    tracing::warn!(%problem, "policy file problem; the policies in force stay");
+                }
+            }
+        }
+    }
+
     /// Reloads the catalog from disk, swaps it in and tells live sessions.
     pub async fn reload_catalog(&self) {
         let previous = self.catalog.load_full();
@@ -229,7 +255,22 @@ impl Gateway {
             .map(Arc::new),
             None => None,
         };
-        let pipeline = CallPipeline::new(identity.clone(), "portcullis".to_string());
+        let policies = match &config.policy {
+            Some(policy) => {
+                let policies =
+                    policy::Policies::load(policy.clone()).map_err(StartError::Policy)?;
+                let (files, count) = policies.size();
+                tracing::info!(
+                    files,
+                    policies = count,
+                    mode = policy.mode.label(),
+                    "policies loaded"
+                );
+                Some(Arc::new(policies))
+            }
+            None => None,
+        };
+        let pipeline = CallPipeline::new(identity.clone(), policies, "portcullis".to_string());
         let catalog = Arc::new(ArcSwap::from_pointee(catalog));
         let mcp = Arc::new(McpState {
             catalog: catalog.clone(),
@@ -286,6 +327,24 @@ impl Gateway {
             Some(watcher)
         } else {
             None
+        };
+        let _policy_watcher = match self.state.mcp.pipeline.policies() {
+            Some(policies) => {
+                let dir = policies.config().dir.clone();
+                let (watcher, mut changes) =
+                    catalog::watch(&dir).map_err(|source| StartError::Watch {
+                        dir: dir.display().to_string(),
+                        source,
+                    })?;
+                let state = self.state.clone();
+                tokio::spawn(async move {
+                    while changes.recv().await.is_some() {
+                        state.reload_policies();
+                    }
+                });
+                Some(watcher)
+            }
+            None => None,
         };
         let cancel = self.shutdown.clone();
         // TCP_NODELAY: a multi-segment response (a 200-tool page, an SSE stream) must not wait

@@ -186,7 +186,20 @@ fn validate(path: Option<PathBuf>, dev: bool) -> Result<(), Failure> {
         &Catalog::default(),
         &transport,
     ));
-    if problems.is_empty() {
+    let policy_problems = match &config.policy {
+        Some(policy) => match portcullis::policy::Policies::check(policy) {
+            Ok((files, count)) => {
+                println!(
+                    "ok: {count} policy(ies) in {files} file(s) in {}",
+                    policy.dir.display()
+                );
+                vec![]
+            }
+            Err(problems) => problems,
+        },
+        None => vec![],
+    };
+    if problems.is_empty() && policy_problems.is_empty() {
         println!(
             "ok: config valid; {} target(s), {} tool(s) in {}",
             catalog.target_count(),
@@ -198,7 +211,15 @@ fn validate(path: Option<PathBuf>, dev: bool) -> Result<(), Failure> {
     for problem in &problems {
         eprintln!("{problem}");
     }
-    eprintln!("{} problem(s) in target files", problems.len());
+    for problem in &policy_problems {
+        eprintln!("{problem}");
+    }
+    if !problems.is_empty() {
+        eprintln!("{} problem(s) in target files", problems.len());
+    }
+    if !policy_problems.is_empty() {
+        eprintln!("{} problem(s) in policy files", policy_problems.len());
+    }
     Err(Failure::Reported)
 }
 

@@ -1,4 +1,4 @@
-//! The one tool-call pipeline: validate arguments -> credential -> invoke -> audit.
+//! The one tool-call pipeline: validate arguments -> policy -> credential -> invoke -> audit.
 //!
 //! Readable top to bottom in [`CallPipeline::run`]. It returns a typed [`CallOutcome`]; how
 //! each outcome reaches the client (revisions, JSON-RPC, the consent signal, wording) is the
@@ -18,10 +18,13 @@ use crate::catalog::CatalogTool;
 use crate::credential::Injection;
 use crate::identity::{ConsentPrompt, Credential, CredentialRequest, Identity, IdentityError};
 use crate::inbound::Caller;
+use crate::policy::Policies;
 use crate::targets::{Invocation, TargetError, ToolCall};
 
 pub struct CallPipeline {
     identity: Option<Arc<Identity>>,
+    /// `[policy]`: who may call what; `None` lets every authenticated caller call every tool.
+    policies: Option<Arc<Policies>>,
     gateway_id: String,
 }
 
@@ -36,6 +39,8 @@ pub enum CallOutcome {
     InvalidArguments(Vec<String>),
     /// The target could not produce a result.
     TargetFailed(TargetError),
+    /// The policies do not permit this call (DESIGN 2.10). Nothing ran.
+    PolicyDenied,
     /// The user must link their account first.
     NeedsConsent(ConsentPrompt),
     /// The target declares a credential but this gateway has no identity section to supply it.
@@ -55,6 +60,7 @@ impl CallOutcome {
             CallOutcome::Answered(_) => "ok",
             CallOutcome::InvalidArguments(_) => "invalid_arguments",
             CallOutcome::TargetFailed(_) => "target_failed",
+            CallOutcome::PolicyDenied => "policy_denied",
             CallOutcome::NeedsConsent(_) => "consent_required",
             CallOutcome::CredentialUnconfigured { .. } | CallOutcome::CredentialFailed(_) => {
                 "credential_unavailable"
@@ -79,11 +85,20 @@ fn describe_argument_error(error: &jsonschema::ValidationError<'_>) -> String {
 }
 
 impl CallPipeline {
-    pub fn new(identity: Option<Arc<Identity>>, gateway_id: String) -> CallPipeline {
+    pub fn new(
+        identity: Option<Arc<Identity>>,
+        policies: Option<Arc<Policies>>,
+        gateway_id: String,
+    ) -> CallPipeline {
         CallPipeline {
             identity,
+            policies,
             gateway_id,
         }
+    }
+
+    pub fn policies(&self) -> Option<&Arc<Policies>> {
+        self.policies.as_ref()
     }
 
     pub fn identity(&self) -> Option<&Arc<Identity>> {
@@ -133,7 +148,16 @@ impl CallPipeline {
             return CallOutcome::InvalidArguments(failures);
         }
 
-        // 2. The caller's own downstream credential, if the target declares one. The RFC 8707
+        // 2. The policies decide on the validated arguments, before any credential is fetched.
+        if let Some(policies) = &self.policies
+            && !policies
+                .authorize(caller, &tool.qualified_name, &args)
+                .proceed
+        {
+            return CallOutcome::PolicyDenied;
+        }
+
+        // 3. The caller's own downstream credential, if the target declares one. The RFC 8707
         //    resource is the credential's, else the target's own, else the provider's
         //    (DESIGN 2.3).
         let request = CredentialRequest {
@@ -149,7 +173,7 @@ impl CallPipeline {
             Err(failure) => return failure,
         };
 
-        // 3. Invoke. A refused bearer token means the user's token died: refresh once and
+        // 4. Invoke. A refused bearer token means the user's token died: refresh once and
         //    retry. If the freshly issued token is refused too, a new consent would only produce
         //    another token the API refuses: say so instead of asking again (no consent loop).
         let user_id = caller.user_id();

@@ -24,6 +24,7 @@ pub use crate::identity::settings::{
 };
 pub use crate::inbound::{ClaimCheck, ClaimRule, InboundConfig, KeySourceConfig};
 pub use crate::mcp::SearchConfig;
+pub use crate::policy::{PolicyConfig, PolicyMode};
 pub use crate::vault::VaultConfig;
 
 /// A validated configuration. Plain data; the runtime state is built from it in `lib.rs`.
@@ -41,6 +42,9 @@ pub struct Config {
     pub vault: VaultConfig,
     /// `[search]`: the `x_amz_bedrock_agentcore_search` tool (DESIGN 2.11).
     pub search: SearchConfig,
+    /// `[policy]`: Cedar policies (DESIGN 2.10); `None` when the section is absent (every
+    /// authenticated caller may call every tool).
+    pub policy: Option<PolicyConfig>,
     /// Whether `--dev` was given: enables the embedded issuer and loopback-only binding.
     pub dev: bool,
 }

@@ -29,6 +29,7 @@ pub struct RawConfig {
     pub telemetry: RawTelemetry,
     #[serde(default)]
     pub search: RawSearch,
+    pub policy: Option<RawPolicy>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -82,6 +83,14 @@ pub struct RawLogin {
 pub struct RawTargets {
     pub dir: Option<String>,
     pub watch: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPolicy {
+    pub dir: Option<String>,
+    pub mode: Option<String>,
+    pub gateway: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -9,8 +9,8 @@ use url::Url;
 
 use super::raw::{RawClaimRule, RawConfig, RawInbound, RawServer};
 use super::{
-    ClaimCheck, ClaimRule, Config, InboundConfig, KeySourceConfig, LogFormat, Problem,
-    SearchConfig, ServerConfig, TargetsConfig, TelemetryConfig,
+    ClaimCheck, ClaimRule, Config, InboundConfig, KeySourceConfig, LogFormat, PolicyConfig,
+    PolicyMode, Problem, SearchConfig, ServerConfig, TargetsConfig, TelemetryConfig,
 };
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -65,6 +65,10 @@ pub(super) fn validate(raw: RawConfig, base: &Path, dev: bool) -> Result<Config,
     };
     let telemetry = telemetry(&raw.telemetry, &mut problems);
     let search = search(&raw.search, &mut problems);
+    let policy = raw
+        .policy
+        .as_ref()
+        .map(|raw| policy(raw, base, &mut problems));
     let downstream = super::providers::downstream(&raw, base, dev, &mut problems);
 
     if problems.0.is_empty() {
@@ -78,10 +82,38 @@ pub(super) fn validate(raw: RawConfig, base: &Path, dev: bool) -> Result<Config,
             identity: downstream.identity,
             vault: downstream.vault,
             search,
+            policy,
             dev,
         })
     } else {
         Err(problems.0)
+    }
+}
+
+fn policy(raw: &super::raw::RawPolicy, base: &Path, problems: &mut Problems) -> PolicyConfig {
+    let mode = match raw.mode.as_deref() {
+        None | Some("enforce") => PolicyMode::Enforce,
+        Some("log_only") => PolicyMode::LogOnly,
+        Some(other) => {
+            problems.push(
+                "policy.mode",
+                format!("unknown mode {other:?} (expected \"enforce\" or \"log_only\")"),
+            );
+            PolicyMode::Enforce
+        }
+    };
+    let gateway = match raw.gateway.as_deref() {
+        Some("") => {
+            problems.push("policy.gateway", "must not be empty");
+            String::new()
+        }
+        Some(gateway) => gateway.to_string(),
+        None => crate::policy::DEFAULT_GATEWAY.to_string(),
+    };
+    PolicyConfig {
+        dir: resolve(base, raw.dir.as_deref().unwrap_or("policies")),
+        mode,
+        gateway,
     }
 }
 

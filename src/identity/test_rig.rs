@@ -122,6 +122,7 @@ pub(crate) fn alice() -> Caller {
         client_id: None,
         scopes: Arc::from(vec![]),
         expires_at: unix_now() + 3600,
+        claims: Default::default(),
     }
 }
 

@@ -97,6 +97,7 @@ mod tests {
             client_id: None,
             scopes: Arc::from(Vec::<String>::new()),
             expires_at,
+            claims: Default::default(),
         }
     }
 

@@ -41,6 +41,9 @@ pub struct Caller {
     pub scopes: Arc<[String]>,
     /// `exp` of the inbound token, seconds since the epoch.
     pub expires_at: u64,
+    /// The token's claims, for policies (principal tags, DESIGN 2.10). Claims are statements
+    /// about the caller, not the token itself: nothing here can be replayed.
+    pub claims: Arc<serde_json::Map<String, serde_json::Value>>,
 }
 
 impl Caller {

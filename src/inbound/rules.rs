@@ -226,6 +226,7 @@ impl Verifier {
             client_id: client_id.map(Into::into),
             scopes: scopes.into(),
             expires_at: claims.get("exp").and_then(Value::as_u64).unwrap_or(0),
+            claims: std::sync::Arc::new(claims.clone()),
         })
     }
 }

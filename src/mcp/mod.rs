@@ -109,9 +109,11 @@ impl McpGateway {
         context: &RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         let started = std::time::Instant::now();
-        // Every catalog tool is callable by every authenticated caller until `[policy]`
-        // exists; the policy filter goes here, before the results are cut.
-        let outcome = search_tool::run(catalog, arguments, &self.state.search, |_| true);
+        // The same filter as tools/list, applied before the results are cut.
+        let policies = self.state.pipeline.policies();
+        let outcome = search_tool::run(catalog, arguments, &self.state.search, |name| {
+            policies.is_none_or(|p| p.may_list(caller, name))
+        });
         crate::telemetry::tool_called(
             &caller.issuer,
             &caller.subject,
@@ -145,7 +147,7 @@ impl ServerHandler for McpGateway {
         request: Option<PaginatedRequestParams>,
         context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
-        caller_of(&context.extensions)?;
+        let caller = caller_of(&context.extensions)?;
         let catalog = self.state.catalog.load();
         let cursor = request.as_ref().and_then(|r| r.cursor.as_deref());
         let (page, next) = catalog
@@ -156,7 +158,14 @@ impl ServerHandler for McpGateway {
         if self.state.search.enabled && cursor.is_none() {
             tools.push(search_tool::listing());
         }
-        tools.extend(page.iter().map(|t| t.listing.clone()));
+        // Tools the caller can never be permitted to call are left out (DESIGN 2.10); a page
+        // may then hold fewer than PAGE_SIZE tools, and its cursor still moves on.
+        let policies = self.state.pipeline.policies();
+        tools.extend(
+            page.iter()
+                .filter(|t| policies.is_none_or(|p| p.may_list(&caller, &t.qualified_name)))
+                .map(|t| t.listing.clone()),
+        );
         let mut result = ListToolsResult::with_all_items(tools);
         result.next_cursor = next;
         Ok(result)

@@ -48,6 +48,7 @@ pub fn respond(
         CallOutcome::Answered(result) => result,
         CallOutcome::InvalidArguments(failures) => invalid_arguments_result(&failures),
         CallOutcome::TargetFailed(error) => target_error_result(&error),
+        CallOutcome::PolicyDenied => policy_denied_result(),
         CallOutcome::CredentialUnconfigured { provider } => {
             credential_unavailable_result(&provider)
         }
@@ -79,6 +80,13 @@ fn invalid_arguments_result(failures: &[String]) -> CallToolResult {
     }
     text.push_str("Fix these arguments and call the tool again.");
     CallToolResult::error(vec![Content::text(text)])
+}
+
+/// A refused call says that it was refused and nothing about which policies exist.
+fn policy_denied_result() -> CallToolResult {
+    CallToolResult::error(vec![Content::text(
+        "Not permitted: this gateway's access policy does not allow you to call this tool with these arguments. Nothing was run.",
+    )])
 }
 
 fn target_error_result(error: &TargetError) -> CallToolResult {

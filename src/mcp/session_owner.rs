@@ -235,6 +235,7 @@ mod tests {
             client_id: None,
             scopes: Arc::from(Vec::new()),
             expires_at: 0,
+            claims: Default::default(),
         }
     }
 

@@ -114,6 +114,31 @@ pub fn tool_called(
         .record(elapsed.as_secs_f64());
 }
 
+/// One Cedar decision (DESIGN 2.10): an audit line naming the policies that decided, and a
+/// count by decision and mode (`log_only` would-be denials are counted as `deny`).
+pub fn policy_decided(
+    issuer: &str,
+    subject: &str,
+    tool: &str,
+    permitted: bool,
+    policies: &[String],
+    mode: &'static str,
+) {
+    let decision = if permitted { "allow" } else { "deny" };
+    tracing::info!(
+        target: "portcullis::audit",
+        issuer,
+        subject,
+        tool,
+        decision,
+        mode,
+        policies = %policies.join(","),
+        "policy"
+    );
+    metrics::counter!("portcullis_policy_decisions_total", "decision" => decision, "mode" => mode)
+        .increment(1);
+}
+
 /// A request refused by the authentication layer; `reason` is a bounded label.
 pub fn auth_refused(reason: &'static str) {
     metrics::counter!("portcullis_auth_refused_total", "reason" => reason).increment(1);

@@ -98,6 +98,14 @@ const issuer = `http://127.0.0.1:${port}`;
 // ---------------------------------------------------------------------------------------------
 const RESOURCE_SCOPE = 'mcp tools.read tools.write profile extra';
 const DEFAULT_RESOURCE = 'urn:portcullis:test';
+
+// A small user directory: the claims an enterprise IdP adds to its users' access tokens, for
+// the policy tests (Cedar principal tags, DESIGN 2.10). Other accounts get none.
+const DIRECTORY = {
+  'fin-alice': { department: 'finance', level: 7, groups: ['finance', 'staff'] },
+  'eng-bob': { department: 'engineering', level: 4, groups: ['engineering', 'staff'] },
+  'intern-ivy': { department: 'engineering', role: 'intern', contractor: true },
+};
 const rotateRefresh = process.env.IDP_ROTATE_REFRESH !== '0';
 
 function isAbsoluteUri(value) {
@@ -155,6 +163,10 @@ const clients = [
 ];
 
 const configuration = {
+  // Directory claims go into JWT access tokens (user tokens: the account's; none otherwise).
+  async extraTokenClaims(_ctx, token) {
+    return (token.accountId && DIRECTORY[token.accountId]) || undefined;
+  },
   clients,
   jwks: { keys: [signingJwk] },
   cookies: { keys: [crypto.randomBytes(32).toString('base64url')] },

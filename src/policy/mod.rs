@@ -1,0 +1,203 @@
+//! Who may call what: Cedar policies evaluated as AgentCore Gateway's policy engine does
+//! (DESIGN 2.10), with the `cedar-policy` crate, Cedar's reference implementation.
+//!
+//! The entity model is AgentCore's, so a policy written for AgentCore works unchanged:
+//! - principal `AgentCore::OAuthUser::"<sub>"`, whose tags are the access token's claims, each
+//!   a String as AgentCore makes them (numbers and booleans as their text, arrays and objects
+//!   as their JSON text; a `null` claim is no tag);
+//! - action `AgentCore::Action::"<target>___<tool>"`, a member of `AgentCore::Action::"CallTool"`;
+//! - resource `AgentCore::Gateway::"<gateway>"` (`[policy] gateway`);
+//! - context `{ "input": <the call's arguments> }`.
+//!
+//! With `[policy]` present everything is denied unless a policy permits it, and a `forbid`
+//! wins (Cedar's semantics). `tools/list` leaves out the tools a caller can never be permitted
+//! to call: the same request with the context unknown, by Cedar's partial evaluation. A
+//! policy set is immutable; a reload swaps in a new one only if every file parses.
+//!
+//! Owns: loading policy files, the entity model, decisions. May use: `inbound` (the caller
+//! and its claims), `telemetry`.
+
+mod entities;
+mod load;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use cedar_policy::{Authorizer, Decision, PolicySet, Request};
+use serde_json::{Map, Value};
+
+use crate::inbound::Caller;
+pub use load::PolicyProblem;
+
+/// `[policy]` as validated (DESIGN 2.10).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyConfig {
+    /// The folder of `*.cedar` files.
+    pub dir: PathBuf,
+    pub mode: PolicyMode,
+    /// The resource's id: `AgentCore::Gateway::"<gateway>"`.
+    pub gateway: String,
+}
+
+/// Whether decisions are enforced or only logged and counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PolicyMode {
+    Enforce,
+    /// Nothing is refused; would-be denials are logged and counted (to try policies on live
+    /// traffic before enforcing them).
+    LogOnly,
+}
+
+impl PolicyMode {
+    pub fn label(self) -> &'static str {
+        match self {
+            PolicyMode::Enforce => "enforce",
+            PolicyMode::LogOnly => "log_only",
+        }
+    }
+}
+
+/// The default resource id when `[policy] gateway` is not set.
+pub const DEFAULT_GATEWAY: &str = "portcullis";
+
+/// One decision about one call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    /// What Cedar decided.
+    pub permitted: bool,
+    /// Whether the call may go ahead (always, in `log_only` mode).
+    pub proceed: bool,
+    /// The policies that decided (the satisfied permits, or the forbids that won), by id.
+    pub policies: Vec<String>,
+}
+
+struct Loaded {
+    set: PolicySet,
+    files: usize,
+}
+
+/// The policies in force, hot-swappable.
+pub struct Policies {
+    config: PolicyConfig,
+    current: ArcSwap<Loaded>,
+    authorizer: Authorizer,
+}
+
+impl std::fmt::Debug for Policies {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Policies")
+            .field("config", &self.config)
+            .field("policies", &self.current.load().set.policies().count())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Policies {
+    /// Loads `config.dir`. Any problem is an error: a gateway does not start with policies it
+    /// cannot read (everything would be denied, silently).
+    pub fn load(config: PolicyConfig) -> Result<Policies, Vec<PolicyProblem>> {
+        let (set, files) = load::load_dir(&config.dir)?;
+        Ok(Policies {
+            config,
+            current: ArcSwap::from_pointee(Loaded { set, files }),
+            authorizer: Authorizer::new(),
+        })
+    }
+
+    /// Checks the policy files of `config` without building anything: for `validate`.
+    pub fn check(config: &PolicyConfig) -> Result<(usize, usize), Vec<PolicyProblem>> {
+        load::load_dir(&config.dir).map(|(set, files)| (files, set.policies().count()))
+    }
+
+    /// Re-reads the folder. On any problem the policies in force stay, and the problems are
+    /// returned for the log.
+    pub fn reload(&self) -> Result<usize, Vec<PolicyProblem>> {
+        let (set, files) = load::load_dir(&self.config.dir)?;
+        let count = set.policies().count();
+        self.current.store(Arc::new(Loaded { set, files }));
+        Ok(count)
+    }
+
+    pub fn config(&self) -> &PolicyConfig {
+        &self.config
+    }
+
+    /// How many files and policies are in force.
+    pub fn size(&self) -> (usize, usize) {
+        let loaded = self.current.load();
+        (loaded.files, loaded.set.policies().count())
+    }
+
+    /// Decides one `tools/call`, logging and counting the decision.
+    pub fn authorize(&self, caller: &Caller, tool: &str, input: &Map<String, Value>) -> Verdict {
+        let loaded = self.current.load();
+        let verdict = match entities::request(caller, tool, &self.config.gateway, Some(input)) {
+            Ok((request, entities)) => {
+                let response = self
+                    .authorizer
+                    .is_authorized(&request, &loaded.set, &entities);
+                for error in response.diagnostics().errors() {
+                    // A policy that errs is skipped by Cedar (it neither permits nor forbids).
+                    tracing::warn!(%error, tool, "a Cedar policy failed to evaluate");
+                }
+                let permitted = response.decision() == Decision::Allow;
+                Verdict {
+                    permitted,
+                    proceed: permitted || self.config.mode == PolicyMode::LogOnly,
+                    policies: response
+                        .diagnostics()
+                        .reason()
+                        .map(ToString::to_string)
+                        .collect(),
+                }
+            }
+            Err(reason) => {
+                tracing::warn!(%reason, tool, "the call cannot be put to the policies; denied");
+                Verdict {
+                    permitted: false,
+                    proceed: self.config.mode == PolicyMode::LogOnly,
+                    policies: vec![],
+                }
+            }
+        };
+        crate::telemetry::policy_decided(
+            &caller.issuer,
+            &caller.subject,
+            tool,
+            verdict.permitted,
+            &verdict.policies,
+            self.config.mode.label(),
+        );
+        verdict
+    }
+
+    /// Whether `caller` could be permitted to call `tool` with some arguments: the request
+    /// with the context unknown is not denied outright. In `log_only` mode every tool is
+    /// listed.
+    pub fn may_list(&self, caller: &Caller, tool: &str) -> bool {
+        if self.config.mode == PolicyMode::LogOnly {
+            return true;
+        }
+        let loaded = self.current.load();
+        match entities::request(caller, tool, &self.config.gateway, None) {
+            Ok((request, entities)) => self.may_permit(&request, &loaded.set, &entities),
+            Err(_) => false,
+        }
+    }
+
+    fn may_permit(
+        &self,
+        request: &Request,
+        set: &PolicySet,
+        entities: &cedar_policy::Entities,
+    ) -> bool {
+        let response = self
+            .authorizer
+            .is_authorized_partial(request, set, entities);
+        response.decision() != Some(Decision::Deny)
+    }
+}
+
+#[cfg(test)]
+mod tests;

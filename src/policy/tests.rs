@@ -1,0 +1,244 @@
+//! AgentCore Gateway's documented policy shapes, evaluated on the gateway's entity model.
+
+use std::sync::Arc;
+
+use serde_json::{Map, Value, json};
+
+use super::*;
+
+const GATEWAY: &str = "arn:aws:bedrock-agentcore:us-east-1:123456789012:gateway/demo";
+
+fn policies(text: &str, mode: PolicyMode) -> (tempfile::TempDir, Policies) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("p.cedar"), text).unwrap();
+    let config = PolicyConfig {
+        dir: dir.path().to_path_buf(),
+        mode,
+        gateway: GATEWAY.into(),
+    };
+    let policies = Policies::load(config).unwrap();
+    (dir, policies)
+}
+
+fn caller(sub: &str, claims: Value) -> Caller {
+    let Value::Object(claims) = claims else {
+        unreachable!()
+    };
+    Caller {
+        issuer: Arc::from("https://idp.example"),
+        subject: Arc::from(sub),
+        client_id: None,
+        scopes: Arc::from(Vec::<String>::new()),
+        expires_at: 0,
+        claims: Arc::new(claims),
+    }
+}
+
+fn input(value: Value) -> Map<String, Value> {
+    match value {
+        Value::Object(map) => map,
+        _ => unreachable!(),
+    }
+}
+
+const REFUNDS: &str = r#"
+@id("finance-refunds-under-500")
+permit(principal is AgentCore::OAuthUser,
+       action == AgentCore::Action::"refunds___process_refund",
+       resource == AgentCore::Gateway::"arn:aws:bedrock-agentcore:us-east-1:123456789012:gateway/demo")
+when { principal.hasTag("department") && principal.getTag("department") == "finance"
+       && context.input.amount < 500 };
+"#;
+
+#[test]
+fn the_refund_limit_example_permits_finance_under_500_only() {
+    let (_dir, policies) = policies(REFUNDS, PolicyMode::Enforce);
+    let finance = caller("alice", json!({"department": "finance"}));
+    let engineering = caller("bob", json!({"department": "engineering"}));
+    let tool = "refunds___process_refund";
+    let ok = policies.authorize(&finance, tool, &input(json!({"amount": 120})));
+    assert!(ok.permitted && ok.proceed);
+    assert_eq!(ok.policies, ["finance-refunds-under-500"]);
+    assert!(
+        !policies
+            .authorize(&finance, tool, &input(json!({"amount": 900})))
+            .proceed
+    );
+    assert!(
+        !policies
+            .authorize(&engineering, tool, &input(json!({"amount": 5})))
+            .proceed
+    );
+    // Deny by default: another tool, or no department at all.
+    assert!(
+        !policies
+            .authorize(&finance, "refunds___list", &input(json!({})))
+            .proceed
+    );
+    assert!(
+        !policies
+            .authorize(
+                &caller("carol", json!({})),
+                tool,
+                &input(json!({"amount": 5}))
+            )
+            .proceed
+    );
+}
+
+#[test]
+fn listing_leaves_out_only_what_can_never_be_permitted() {
+    let (_dir, policies) = policies(REFUNDS, PolicyMode::Enforce);
+    let finance = caller("alice", json!({"department": "finance"}));
+    let engineering = caller("bob", json!({"department": "engineering"}));
+    // The amount is unknown when listing: finance may be permitted, so the tool is listed.
+    assert!(policies.may_list(&finance, "refunds___process_refund"));
+    assert!(!policies.may_list(&engineering, "refunds___process_refund"));
+    assert!(!policies.may_list(&finance, "refunds___list"));
+}
+
+#[test]
+fn forbid_wins_and_unless_exempts() {
+    let text = r#"
+permit(principal, action in AgentCore::Action::"CallTool", resource);
+@id("no-deletes-unless-admin")
+forbid(principal, action == AgentCore::Action::"crm___delete_account", resource)
+unless { principal.hasTag("role") && principal.getTag("role") == "admin" };
+"#;
+    let (_dir, policies) = policies(text, PolicyMode::Enforce);
+    let admin = caller("ann", json!({"role": "admin"}));
+    let user = caller("ua", json!({"role": "user"}));
+    let args = input(json!({"id": "42"}));
+    assert!(
+        policies
+            .authorize(&admin, "crm___delete_account", &args)
+            .proceed
+    );
+    let denied = policies.authorize(&user, "crm___delete_account", &args);
+    assert!(!denied.proceed);
+    assert_eq!(denied.policies, ["no-deletes-unless-admin"]);
+    assert!(
+        policies
+            .authorize(&user, "crm___get_account", &args)
+            .proceed
+    );
+    assert!(!policies.may_list(&user, "crm___delete_account"));
+    assert!(policies.may_list(&user, "crm___get_account"));
+}
+
+#[test]
+fn scope_claims_are_tags_that_like_can_match() {
+    let text = r#"
+permit(principal, action == AgentCore::Action::"crm___update_account", resource)
+when { principal.hasTag("scope") && principal.getTag("scope") like "*crm:write*" };
+"#;
+    let (_dir, policies) = policies(text, PolicyMode::Enforce);
+    let writer = caller("w", json!({"scope": "mcp crm:write"}));
+    let reader = caller("r", json!({"scope": "mcp crm:read"}));
+    let args = input(json!({}));
+    assert!(
+        policies
+            .authorize(&writer, "crm___update_account", &args)
+            .proceed
+    );
+    assert!(
+        !policies
+            .authorize(&reader, "crm___update_account", &args)
+            .proceed
+    );
+}
+
+#[test]
+fn input_validation_in_a_policy_refuses_bad_arguments() {
+    let text = r#"
+permit(principal, action == AgentCore::Action::"mail___send", resource)
+when { context.input has to && context.input.to like "*@example.com" };
+"#;
+    let (_dir, policies) = policies(text, PolicyMode::Enforce);
+    let anyone = caller("x", json!({}));
+    assert!(
+        policies
+            .authorize(
+                &anyone,
+                "mail___send",
+                &input(json!({"to": "a@example.com"}))
+            )
+            .proceed
+    );
+    assert!(
+        !policies
+            .authorize(&anyone, "mail___send", &input(json!({"to": "a@evil.test"})))
+            .proceed
+    );
+    assert!(
+        !policies
+            .authorize(&anyone, "mail___send", &input(json!({})))
+            .proceed
+    );
+}
+
+#[test]
+fn log_only_refuses_nothing_but_reports_the_decision() {
+    let (_dir, policies) = policies(REFUNDS, PolicyMode::LogOnly);
+    let engineering = caller("bob", json!({"department": "engineering"}));
+    let verdict = policies.authorize(
+        &engineering,
+        "refunds___process_refund",
+        &input(json!({"amount": 5})),
+    );
+    assert!(!verdict.permitted);
+    assert!(verdict.proceed);
+    assert!(policies.may_list(&engineering, "refunds___process_refund"));
+}
+
+#[test]
+fn a_broken_reload_keeps_the_policies_in_force() {
+    let (dir, policies) = policies(REFUNDS, PolicyMode::Enforce);
+    std::fs::write(
+        dir.path().join("broken.cedar"),
+        "permit(principal, action resource);",
+    )
+    .unwrap();
+    let problems = policies.reload().unwrap_err();
+    assert!(
+        problems[0].to_string().contains("broken.cedar:1:"),
+        "{problems:?}"
+    );
+    let finance = caller("alice", json!({"department": "finance"}));
+    assert!(
+        policies
+            .authorize(
+                &finance,
+                "refunds___process_refund",
+                &input(json!({"amount": 1}))
+            )
+            .proceed
+    );
+    std::fs::remove_file(dir.path().join("broken.cedar")).unwrap();
+    std::fs::write(dir.path().join("p.cedar"), "").unwrap();
+    assert_eq!(policies.reload().unwrap(), 0);
+    assert!(
+        !policies
+            .authorize(
+                &finance,
+                "refunds___process_refund",
+                &input(json!({"amount": 1}))
+            )
+            .proceed
+    );
+}
+
+#[test]
+fn fractional_arguments_are_denied_not_guessed() {
+    let (_dir, policies) = policies(REFUNDS, PolicyMode::Enforce);
+    let finance = caller("alice", json!({"department": "finance"}));
+    assert!(
+        !policies
+            .authorize(
+                &finance,
+                "refunds___process_refund",
+                &input(json!({"amount": 1.5}))
+            )
+            .proceed
+    );
+}

@@ -1,0 +1,291 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! Cedar policies through the real HTTP surface (DESIGN 2.10): the real gateway, real user
+//! tokens from the test IdP carrying directory claims (`fin-alice` is in finance, `eng-bob` in
+//! engineering), rmcp's client, and a real HTTP server that counts what reaches it. The
+//! policies are AgentCore Gateway's documented shapes, unchanged.
+
+mod support {
+    pub mod binary;
+    pub mod gateway;
+    pub mod idp;
+    pub mod mcp;
+}
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use rmcp::ServiceExt;
+use rmcp::model::ClientConfig;
+use rmcp::service::{RoleClient, RunningService};
+use rmcp::transport::StreamableHttpClientTransport;
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use serde_json::{Value, json};
+use support::gateway::{Setup, TestGateway};
+use support::idp::Idp;
+use support::mcp::{call, text_of};
+
+const ARN: &str = "arn:aws:bedrock-agentcore:us-east-1:123456789012:gateway/demo";
+
+const POLICIES: &str = r#"
+@id("finance-refunds-under-500")
+permit(principal is AgentCore::OAuthUser,
+       action == AgentCore::Action::"refunds___process_refund",
+       resource == AgentCore::Gateway::"arn:aws:bedrock-agentcore:us-east-1:123456789012:gateway/demo")
+when { principal.hasTag("department") && principal.getTag("department") == "finance"
+       && context.input.amount < 500 };
+
+@id("staff-read")
+permit(principal, action == AgentCore::Action::"refunds___list_refunds", resource)
+when { principal.hasTag("groups") && principal.getTag("groups") like "*\"staff\"*" };
+
+@id("no-interns")
+forbid(principal, action in AgentCore::Action::"CallTool", resource)
+unless { !(principal.hasTag("role")) || principal.getTag("role") != "intern" };
+"#;
+
+/// A backend that answers every request and counts them.
+struct Backend {
+    url: String,
+    calls: Arc<AtomicUsize>,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+async fn backend() -> Backend {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = calls.clone();
+    let app = axum::Router::new().fallback(move || {
+        let counter = counter.clone();
+        async move {
+            counter.fetch_add(1, Ordering::SeqCst);
+            axum::Json(json!({"ok": true}))
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let task = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    Backend {
+        url,
+        calls,
+        _task: task,
+    }
+}
+
+fn refunds_target(base: &str) -> Value {
+    json!({
+        "name": "refunds", "http": {"baseUrl": base},
+        "tools": [
+            {"name": "process_refund", "description": "Refund an order",
+             "inputSchema": {"type": "object", "properties": {"amount": {"type": "integer"}}, "required": ["amount"]},
+             "http": {"method": "POST", "path": "/refunds"}},
+            {"name": "list_refunds", "description": "List refunds", "inputSchema": {"type": "object"},
+             "http": {"method": "GET", "path": "/refunds"}},
+            {"name": "purge_refunds", "description": "Purge all refunds", "inputSchema": {"type": "object"},
+             "http": {"method": "DELETE", "path": "/refunds"}}
+        ]
+    })
+}
+
+struct World {
+    idp: Idp,
+    backend: Backend,
+    gateway: TestGateway,
+}
+
+async fn world(mode: &str, policies: &str) -> World {
+    let idp = Idp::start().await;
+    let backend = backend().await;
+    let extra = format!(
+        "[policy]\ndir = \"policies\"\nmode = \"{mode}\"\ngateway = \"{ARN}\"\n[search]\nenabled = true\n"
+    );
+    let gateway = TestGateway::start(
+        &idp,
+        Setup {
+            targets: vec![("refunds.json", refunds_target(&backend.url))],
+            files: vec![("policies/refunds.cedar", policies.to_string())],
+            extra: &extra,
+            ..Setup::default()
+        },
+    )
+    .await;
+    World {
+        idp,
+        backend,
+        gateway,
+    }
+}
+
+type Client = RunningService<RoleClient, ClientConfig>;
+
+impl World {
+    async fn client(&self, user: &str) -> Client {
+        let token = self
+            .idp
+            .user_token(user, "mcp", &self.gateway.mcp_url())
+            .await;
+        let transport = StreamableHttpClientTransport::from_config(
+            StreamableHttpClientTransportConfig::with_uri(self.gateway.mcp_url())
+                .auth_header(token),
+        );
+        ClientConfig::default().serve(transport).await.unwrap()
+    }
+
+    fn calls(&self) -> usize {
+        self.backend.calls.load(Ordering::SeqCst)
+    }
+}
+
+async fn names(client: &Client) -> Vec<String> {
+    let mut names: Vec<String> = client
+        .list_all_tools()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name.to_string())
+        .collect();
+    names.sort();
+    names
+}
+
+fn refused(result: &rmcp::model::CallToolResult) -> bool {
+    result.is_error == Some(true) && text_of(result).starts_with("Not permitted")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_refund_limit_holds_per_user_and_amount_and_refusals_reach_nothing() {
+    let world = world("enforce", POLICIES).await;
+    let alice = world.client("fin-alice").await;
+    let bob = world.client("eng-bob").await;
+
+    let ok = call(&alice, "refunds___process_refund", json!({"amount": 120})).await;
+    assert_ne!(ok.is_error, Some(true), "{}", text_of(&ok));
+    assert_eq!(world.calls(), 1);
+
+    let too_much = call(&alice, "refunds___process_refund", json!({"amount": 900})).await;
+    assert!(refused(&too_much), "{}", text_of(&too_much));
+    let not_finance = call(&bob, "refunds___process_refund", json!({"amount": 5})).await;
+    assert!(refused(&not_finance), "{}", text_of(&not_finance));
+    // Deny by default: nothing permits purging.
+    let purge = call(&alice, "refunds___purge_refunds", json!({})).await;
+    assert!(refused(&purge));
+    assert_eq!(world.calls(), 1, "a refused call reaches no target");
+    // The refusal reveals nothing about the policies.
+    for text in [text_of(&too_much), text_of(&not_finance)] {
+        assert!(!text.contains("finance") && !text.contains("500"), "{text}");
+    }
+    // Both staff members may list.
+    let listed = call(&bob, "refunds___list_refunds", json!({})).await;
+    assert_ne!(listed.is_error, Some(true), "{}", text_of(&listed));
+    assert_eq!(world.calls(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_caller_lists_and_finds_only_what_they_could_be_permitted() {
+    let world = world("enforce", POLICIES).await;
+    let alice = world.client("fin-alice").await;
+    let bob = world.client("eng-bob").await;
+    let ivy = world.client("intern-ivy").await;
+    let search = "x_amz_bedrock_agentcore_search".to_string();
+    assert_eq!(
+        names(&alice).await,
+        [
+            "refunds___list_refunds".to_string(),
+            "refunds___process_refund".to_string(),
+            search.clone()
+        ]
+    );
+    assert_eq!(
+        names(&bob).await,
+        ["refunds___list_refunds".to_string(), search.clone()]
+    );
+    // The forbid with unless removes everything for interns.
+    assert_eq!(names(&ivy).await, vec![search.clone()]);
+
+    // Search applies the same filter.
+    let found = |result: rmcp::model::CallToolResult| -> Vec<String> {
+        result.structured_content.unwrap()["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let for_alice = found(call(&alice, &search, json!({"query": "refund an order"})).await);
+    assert_eq!(for_alice[0], "refunds___process_refund");
+    let for_bob = found(call(&bob, &search, json!({"query": "refund an order"})).await);
+    assert!(
+        !for_bob.contains(&"refunds___process_refund".to_string()),
+        "{for_bob:?}"
+    );
+    assert!(
+        !for_bob.contains(&"refunds___purge_refunds".to_string()),
+        "{for_bob:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_only_refuses_nothing() {
+    let world = world("log_only", POLICIES).await;
+    let bob = world.client("eng-bob").await;
+    let result = call(&bob, "refunds___process_refund", json!({"amount": 5})).await;
+    assert_ne!(result.is_error, Some(true), "{}", text_of(&result));
+    assert_eq!(world.calls(), 1);
+    assert_eq!(names(&bob).await.len(), 4, "log_only lists everything");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_policy_file_at_reload_keeps_the_last_good_policies() {
+    let world = world("enforce", POLICIES).await;
+    let alice = world.client("fin-alice").await;
+    let dir = world.gateway.dir.path().join("policies");
+    std::fs::write(
+        dir.join("broken.cedar"),
+        "permit(principal, action resource);",
+    )
+    .unwrap();
+    world.gateway.state.reload_policies();
+    let ok = call(&alice, "refunds___process_refund", json!({"amount": 120})).await;
+    assert_ne!(
+        ok.is_error,
+        Some(true),
+        "the last good policies stay in force"
+    );
+    // Fixed: the new set replaces the old one (here: nothing is permitted any more).
+    std::fs::remove_file(dir.join("broken.cedar")).unwrap();
+    std::fs::write(dir.join("refunds.cedar"), "").unwrap();
+    world.gateway.state.reload_policies();
+    let refused_now = call(&alice, "refunds___process_refund", json!({"amount": 120})).await;
+    assert!(refused(&refused_now), "{}", text_of(&refused_now));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_policy_file_at_start_stops_the_gateway_naming_file_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("policies")).unwrap();
+    std::fs::create_dir_all(dir.path().join("targets")).unwrap();
+    std::fs::write(
+        dir.path().join("policies/bad.cedar"),
+        "permit(principal, action, resource);\npermit(principal action, resource);\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("portcullis.toml"),
+        "[server]\nlisten = \"127.0.0.1:0\"\n[policy]\ndir = \"policies\"\n",
+    )
+    .unwrap();
+    let config =
+        portcullis::config::Config::load(Some(&dir.path().join("portcullis.toml")), true).unwrap();
+    let error = match portcullis::Gateway::build(config).await {
+        Ok(_) => panic!("a gateway must not start with a policy file it cannot read"),
+        Err(error) => error.to_string(),
+    };
+    assert!(error.contains("bad.cedar:2:"), "{error}");
+
+    // `portcullis validate` reports the same problem and exits 1.
+    let (code, _, stderr) = support::binary::run(
+        &["validate", "--dev", "--config", "portcullis.toml"],
+        dir.path(),
+    );
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("bad.cedar:2:"), "{stderr}");
+    assert!(stderr.contains("1 problem(s) in policy files"), "{stderr}");
+}
