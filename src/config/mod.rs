@@ -8,6 +8,7 @@
 mod providers;
 mod raw;
 mod validate;
+mod vault;
 mod workloads;
 
 use std::fmt;
@@ -23,7 +24,7 @@ pub use crate::identity::settings::{
     ProviderEndpoints, ProviderGrant, WorkloadConfig, is_region_name, is_workload_name,
 };
 pub use crate::inbound::{ClaimCheck, ClaimRule, InboundConfig, KeySourceConfig};
-pub use crate::vault::VaultConfig;
+pub use crate::vault::{VaultBackend, VaultConfig};
 
 /// A validated configuration. Plain data; the runtime state is built from it in `lib.rs`.
 #[derive(Debug, Clone)]

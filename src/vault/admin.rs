@@ -1,10 +1,14 @@
-//! `portcullis vault list | revoke | rotate-key`: the admin's view of the vault. Output never
-//! contains a token or a key.
+//! `portcullis vault list | revoke | rotate-key`: the admin's view of the vault, on whichever
+//! backend `[vault]` names. Output never contains a token or a key.
+//!
+//! With `backend = "postgres"` the commands run beside live gateways (the database has no
+//! single-process lock as the sled folder has); `rotate-key` then needs the other replicas
+//! restarted with the new key file (see `postgres_store/maintenance.rs`).
 
 use std::fmt::Write;
 
 use super::VaultConfig;
-use super::{KEY_ENV, Store, TokenKey, VaultError, open_vault};
+use super::{KEY_ENV, TokenKey, VaultError, open_vault};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
@@ -48,7 +52,8 @@ pub async fn run(
     if matches!(action, Action::RotateKey) && env_key.is_some() {
         return Err(AdminError::KeyFromEnvironment);
     }
-    let store = open_vault(&vault.path, Some(&vault.key_file), env_key, false).await?;
+    let vault_store = open_vault(vault, env_key, false).await?;
+    let store = vault_store.as_store();
     match action {
         Action::List { user } => {
             let links = store.list_tokens(user.as_deref()).await?;
@@ -88,7 +93,7 @@ pub async fn run(
         Action::RotateKey => {
             // Crash-safe: both keys on disk, every record re-sealed and flushed, then the old
             // key retired (see `keyring`).
-            let rotation = store.rotate_key(&vault.key_file).await?;
+            let rotation = vault_store.rotate_key(&vault.key_file).await?;
             Ok(format!(
                 "re-sealed {} record(s) with key {}; retired key(s) {:?} from {}\n",
                 rotation.resealed,

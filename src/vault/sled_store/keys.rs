@@ -57,7 +57,7 @@ fn decode_parts(mut bytes: &[u8]) -> Option<Vec<String>> {
 
 /// Names a record for an error message without revealing a secret: token and API key record
 /// keys are names; consent keys are hashes of bearer-like ids, so they are not shown.
-pub(super) fn describe(tree_name: &str, record_key: &[u8]) -> String {
+pub(in crate::vault) fn describe(tree_name: &str, record_key: &[u8]) -> String {
     let parts = decode_parts(record_key).unwrap_or_default();
     match (tree_name, parts.as_slice()) {
         (TOKENS, [user, workload, provider]) => format!("token {workload}/{user}/{provider}"),
