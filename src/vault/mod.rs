@@ -37,7 +37,7 @@ use zeroize::{Zeroize, Zeroizing};
 pub use crate::secret::Secret;
 pub use keyring::Keyring;
 pub use open::{Vault, load_keyring, open_sled_vault, open_vault};
-pub use postgres_store::{DatabaseUrl, PostgresStore, TlsMode};
+pub use postgres_store::{DatabaseUrl, Migration, PostgresStore, TlsMode};
 pub use sled_store::{KeyRotation, SledStore};
 
 /// The `[vault]` section of the validated config (built by `config`).

@@ -29,6 +29,7 @@
 
 mod connect;
 mod maintenance;
+mod migrate;
 mod schema;
 #[cfg(test)]
 pub(in crate::vault) mod test_cluster;
@@ -45,6 +46,7 @@ use tokio_postgres::types::ToSql;
 use zeroize::Zeroizing;
 
 pub use self::connect::{DatabaseUrl, TlsMode};
+pub use self::migrate::Migration;
 use super::seal;
 use super::sled_store::{
     API_KEYS, CANARY_KEY, CANARY_TEXT, CONSENTS, META, TOKENS, TRANSIENT, api_key_record_key,

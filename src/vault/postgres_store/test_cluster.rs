@@ -359,7 +359,7 @@ fn remove_leftovers(bin: &Path) {
         else {
             continue;
         };
-        if pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists() {
+        if pid == std::process::id() || is_alive(pid) {
             continue;
         }
         let data = entry.path().join("data");
@@ -375,4 +375,16 @@ fn remove_leftovers(bin: &Path) {
         }
         let _ = std::fs::remove_dir_all(entry.path());
     }
+}
+
+/// Whether process `pid` still runs: it exists and is not a zombie (a killed test process
+/// whose parent has not reaped it yet is gone for our purpose).
+fn is_alive(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // `pid (comm) state ...`; comm may contain spaces and parentheses, so split after the last `)`.
+    stat.rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .is_some_and(|state| state != "Z" && state != "X")
 }

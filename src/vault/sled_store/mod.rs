@@ -37,8 +37,11 @@ use super::keyring::{Keyring, create_private_dir};
 mod keys;
 mod maintenance;
 
-pub(super) use self::keys::{api_key_record_key, consent_record_key, describe, token_record_key};
-use self::keys::{decode_token_key, encode_parts};
+use self::keys::encode_parts;
+pub(super) use self::keys::{
+    api_key_record_key, consent_record_key, decode_api_key_record_key, decode_token_key, describe,
+    token_record_key,
+};
 use super::seal;
 use super::{
     ConsentRecord, RecordKind, Secret, Store, StoreUsage, TokenKey, TokenMeta, TokenRecord,
@@ -71,6 +74,14 @@ struct Inner {
     api_keys: sled::Tree,
     meta: sled::Tree,
     keyring: RwLock<Keyring>,
+}
+
+/// One stored record as it is on disk: its tree, record key and sealed envelope. What
+/// `portcullis vault migrate` copies; the envelope is never opened on the way.
+pub(super) struct RawRecord {
+    pub tree: &'static str,
+    pub record_key: Vec<u8>,
+    pub envelope: Vec<u8>,
 }
 
 /// What [`SledStore::rotate_key`] did.
