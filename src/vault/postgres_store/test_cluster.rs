@@ -54,6 +54,19 @@ pub(in crate::vault) struct Cluster {
 impl Cluster {
     /// initdb, configure, start, and create the test role.
     pub(in crate::vault) fn start() -> Cluster {
+        Cluster::start_with(false)
+    }
+
+    /// A private cluster that also accepts TLS (`ssl = on`) with a server certificate for
+    /// 127.0.0.1 issued by a throwaway CA; returns the CA certificate's PEM file, which
+    /// `sslrootcert` can name. Plaintext connections are still accepted.
+    pub(in crate::vault) fn start_tls() -> (Cluster, PathBuf) {
+        let cluster = Cluster::start_with(true);
+        let ca = cluster.dir.path().join("ca.pem");
+        (cluster, ca)
+    }
+
+    fn start_with(tls: bool) -> Cluster {
         let bin = bin_dir();
         remove_leftovers(&bin);
         let dir = tempfile::Builder::new()
@@ -94,6 +107,10 @@ impl Cluster {
         let conf_file = data.join("postgresql.conf");
         let mut text = std::fs::read_to_string(&conf_file).unwrap();
         text.push_str(&conf);
+        if tls {
+            make_certificates(cluster.dir.path(), &data, as_postgres);
+            text.push_str("ssl = on\nssl_cert_file = 'server.pem'\nssl_key_file = 'server.key'\n");
+        }
         std::fs::write(&conf_file, text).unwrap();
         // A free port can be taken between choosing it and the server binding it (other test
         // processes do the same): a bounded number of tries with a new port.
@@ -387,4 +404,95 @@ fn is_alive(pid: u32) -> bool {
     stat.rsplit_once(')')
         .and_then(|(_, rest)| rest.split_whitespace().next())
         .is_some_and(|state| state != "Z" && state != "X")
+}
+
+/// A CA and a server certificate for 127.0.0.1 / localhost signed by it (`openssl`, EC P-256),
+/// the server's files inside the data folder, readable by the server only.
+fn make_certificates(dir: &Path, data: &Path, as_postgres: bool) {
+    let openssl = |args: &[&str]| {
+        let output = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "openssl {args:?}: {}",
+            stderr(&output)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    openssl(
+        &[
+            &["req", "-x509"][..],
+            &ec,
+            &[
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=portcullis test CA",
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign,cRLSign",
+            ],
+        ]
+        .concat(),
+    );
+    openssl(
+        &[
+            &["req"][..],
+            &ec,
+            &[
+                "-keyout",
+                "server.key",
+                "-out",
+                "server.csr",
+                "-subj",
+                "/CN=localhost",
+            ],
+        ]
+        .concat(),
+    );
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName = IP:127.0.0.1, DNS:localhost\nextendedKeyUsage = serverAuth\nbasicConstraints = CA:FALSE\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "server.ext",
+    ]);
+    for name in ["server.pem", "server.key"] {
+        let target = data.join(name);
+        std::fs::copy(dir.join(name), &target).unwrap();
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o600)).unwrap();
+        if as_postgres {
+            let (uid, gid) = (postgres_id("-u"), postgres_id("-g"));
+            std::os::unix::fs::chown(&target, Some(uid), Some(gid)).unwrap();
+        }
+    }
 }
