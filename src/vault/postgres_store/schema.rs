@@ -67,15 +67,24 @@ impl PostgresStore {
             .execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
             .await
             .map_err(|e| self.error(&e))?;
-        transaction
-            .batch_execute(
-                "CREATE TABLE IF NOT EXISTS schema_migrations (
-                    version integer PRIMARY KEY,
-                    applied_at timestamptz NOT NULL DEFAULT now()
-                )",
-            )
+        // Looked up first rather than `CREATE TABLE IF NOT EXISTS`, which checks the CREATE
+        // privilege even when the table exists: a role that may only use the tables starts.
+        let exists: bool = transaction
+            .query_one("SELECT to_regclass('schema_migrations') IS NOT NULL", &[])
             .await
-            .map_err(|e| self.error(&e))?;
+            .map_err(|e| self.error(&e))?
+            .get(0);
+        if !exists {
+            transaction
+                .batch_execute(
+                    "CREATE TABLE schema_migrations (
+                        version integer PRIMARY KEY,
+                        applied_at timestamptz NOT NULL DEFAULT now()
+                    )",
+                )
+                .await
+                .map_err(|e| self.error(&e))?;
+        }
         let applied: Option<i32> = transaction
             .query_one("SELECT max(version) FROM schema_migrations", &[])
             .await

@@ -215,8 +215,13 @@ impl Cluster {
         String::from_utf8(output.stdout).unwrap()
     }
 
-    /// Runs SQL as the superuser through the unix socket.
+    /// Runs SQL as the superuser through the unix socket, in the `postgres` database.
     fn psql(&self, sql: &str) {
+        self.superuser_sql("postgres", sql);
+    }
+
+    /// Runs SQL as the superuser through the unix socket, in `database`.
+    pub(in crate::vault) fn superuser_sql(&self, database: &str, sql: &str) {
         let output = Command::new(self.bin.join("psql"))
             .args([
                 "-h",
@@ -228,7 +233,7 @@ impl Cluster {
                 "-U",
                 "postgres",
                 "-d",
-                "postgres",
+                database,
                 "-v",
                 "ON_ERROR_STOP=1",
                 "-q",

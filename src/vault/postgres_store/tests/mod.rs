@@ -344,3 +344,46 @@ async fn a_stopped_server_is_unavailable_and_the_same_store_recovers_when_it_is_
     let kept = store.get_consent(RecordKind::Consent, "s").await.unwrap();
     assert_eq!(kept.unwrap().payload, b"kept");
 }
+
+#[tokio::test]
+async fn a_role_that_may_only_use_the_tables_opens_a_migrated_vault() {
+    let (cluster, database) = fresh_database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = key_file(&dir);
+    // The owner migrates once (a deploy step)...
+    PostgresStore::open(&cluster.url(&database), Keyring::load_file(&file).unwrap())
+        .await
+        .unwrap();
+    // ...and the gateways run as a role without CREATE (nor ownership).
+    let role = format!("gw_{}", uuid::Uuid::new_v4().simple());
+    let grants = format!(
+        "CREATE ROLE {role} LOGIN PASSWORD '{PASSWORD}';
+         REVOKE CREATE ON SCHEMA public FROM PUBLIC;
+         GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role};"
+    );
+    {
+        let (cluster, database) = (cluster.clone(), database.clone());
+        tokio::task::spawn_blocking(move || cluster.superuser_sql(&database, &grants))
+            .await
+            .unwrap();
+    }
+    let url = DatabaseUrl::parse(&Secret::new(format!(
+        "postgres://{role}:{PASSWORD}@127.0.0.1:{}/{database}",
+        cluster.port()
+    )))
+    .unwrap();
+    let store = PostgresStore::open(&url, Keyring::load_file(&file).unwrap())
+        .await
+        .unwrap();
+    store
+        .put_consent(RecordKind::Consent, "s", &session("least privilege"))
+        .await
+        .unwrap();
+    assert!(
+        store
+            .take_consent(RecordKind::Consent, "s")
+            .await
+            .unwrap()
+            .is_some()
+    );
+}
