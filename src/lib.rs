@@ -16,6 +16,7 @@ pub mod identity;
 pub mod inbound;
 pub mod mcp;
 mod routes;
+pub mod search;
 pub mod secret;
 pub mod targets;
 pub mod telemetry;
@@ -87,7 +88,7 @@ impl GatewayState {
     /// Reloads the catalog from disk, swaps it in and tells live sessions.
     pub async fn reload_catalog(&self) {
         let previous = self.catalog.load_full();
-        let (catalog, problems) = load_catalog(&self.config, &previous, &self.transport);
+        let (catalog, problems) = load_catalog(&self.config, &previous, &self.transport).await;
         log_catalog(&catalog, &problems, "catalog reloaded");
         self.catalog.store(Arc::new(catalog));
         self.mcp.sessions.notify_tools_changed().await;
@@ -97,13 +98,23 @@ impl GatewayState {
 /// Loads the target files (failed files keep their version from `previous`) and checks every
 /// credential reference against the config: what `serve` starts with, reload swaps in and
 /// `portcullis validate` reports.
-pub fn load_catalog(
+pub async fn load_catalog(
     config: &Config,
     previous: &Catalog,
     transport: &Transport,
 ) -> (Catalog, Vec<catalog::Problem>) {
-    let (catalog, mut problems) = Catalog::load(&config.targets.dir, previous, transport);
+    let (mut catalog, mut problems) = Catalog::load(&config.targets.dir, previous, transport).await;
     problems.extend(unknown_credential_references(config, &catalog));
+    if config.search.enabled
+        && let Err(error) = catalog.index_for_search()
+    {
+        // The tools still serve; the search tool says it is unavailable.
+        problems.push(catalog::Problem {
+            file: config.targets.dir.clone(),
+            pointer: String::new(),
+            message: format!("the tool-search index could not be built: {error}"),
+        });
+    }
     (catalog, problems)
 }
 
@@ -185,7 +196,7 @@ impl Gateway {
             source => (Arc::new(KeyStore::remote(source, http.clone())), None),
         };
         let transport = Transport::new()?;
-        let (catalog, problems) = load_catalog(&config, &Catalog::default(), &transport);
+        let (catalog, problems) = load_catalog(&config, &Catalog::default(), &transport).await;
         log_catalog(&catalog, &problems, "catalog loaded");
         let identity = if config.providers.is_empty()
             && config.api_keys.is_empty()
@@ -223,6 +234,7 @@ impl Gateway {
             catalog: catalog.clone(),
             pipeline,
             sessions: SessionRegistry::default(),
+            search: config.search,
         });
         let state = Arc::new(GatewayState {
             config,

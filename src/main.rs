@@ -205,7 +205,11 @@ fn validate(path: Option<PathBuf>, dev: bool) -> Result<(), Failure> {
         eprintln!("error: the HTTP client could not be built: {error}");
         Failure::Reported
     })?;
-    let (catalog, problems) = portcullis::load_catalog(&config, &Catalog::default(), &transport);
+    let (catalog, problems) = runtime(false)?.block_on(portcullis::load_catalog(
+        &config,
+        &Catalog::default(),
+        &transport,
+    ));
     if problems.is_empty() {
         println!(
             "ok: config valid; {} target(s), {} tool(s) in {}",

@@ -38,6 +38,8 @@ const LAYERS: &[(&str, u8)] = &[
     // Small shared leaves: what a target receives, a bounded body reader...
     ("credential", 12),
     ("body", 12),
+    // Tool search: ranks what it is given, knows nothing of catalogs or callers.
+    ("search", 12),
     // ...and the secret string they are made of.
     ("secret", 13),
 ];

@@ -8,9 +8,7 @@ use std::sync::{Arc, OnceLock};
 use serde_json::{Value, json};
 
 use super::model::{CatalogTool, SEPARATOR, TargetEntry, TargetFile, ToolDef};
-use crate::targets::{
-    self, BuildInput, DescribeInput, KINDS, Kind, SpecProblems, ToolSource, ToolSpec, Transport,
-};
+use crate::targets::{self, BuildInput, KINDS, Kind, SpecProblems, ToolSpec, Transport};
 
 const TARGET_SCHEMA: &str = include_str!("../../schemas/target.schema.json");
 /// Longest message excerpt kept from a schema error (they can quote whole instances).
@@ -50,9 +48,11 @@ pub struct LoadedFile {
     pub skipped: Vec<Problem>,
 }
 
-struct Schemas {
+pub(super) struct Schemas {
     target: jsonschema::Validator,
-    tool_file: jsonschema::Validator,
+    pub(super) tool_file: jsonschema::Validator,
+    /// One tool (`$defs/tool`): what a listed or described tool must be to be served.
+    pub(super) tool: jsonschema::Validator,
 }
 
 /// The embedded schemas, compiled once. They ship inside the binary, so a failure here is a
@@ -71,9 +71,14 @@ fn schemas() -> Result<&'static Schemas, String> {
                 "$defs": target.get("$defs").cloned().unwrap_or(Value::Null),
                 "$ref": "#/$defs/toolSchemaFile",
             });
+            let tool = json!({
+                "$defs": target.get("$defs").cloned().unwrap_or(Value::Null),
+                "$ref": "#/$defs/tool",
+            });
             Ok(Schemas {
                 target: compile(&target)?,
                 tool_file: compile(&tool_file)?,
+                tool: compile(&tool)?,
             })
         })
         .as_ref()
@@ -81,13 +86,13 @@ fn schemas() -> Result<&'static Schemas, String> {
 }
 
 /// Problems found while loading one file; the file is refused if any is found.
-struct Found<'a> {
-    file: &'a Path,
-    problems: Vec<Problem>,
+pub(super) struct Found<'a> {
+    pub(super) file: &'a Path,
+    pub(super) problems: Vec<Problem>,
 }
 
 impl Found<'_> {
-    fn push(&mut self, pointer: impl Into<String>, message: impl Into<String>) {
+    pub(super) fn push(&mut self, pointer: impl Into<String>, message: impl Into<String>) {
         self.problems.push(Problem {
             file: self.file.to_path_buf(),
             pointer: pointer.into(),
@@ -96,7 +101,7 @@ impl Found<'_> {
     }
 }
 
-fn read_json(path: &Path) -> Result<Value, Problem> {
+pub(super) fn read_json(path: &Path) -> Result<Value, Problem> {
     let problem = |message: String| Problem {
         file: path.to_path_buf(),
         pointer: String::new(),
@@ -107,13 +112,19 @@ fn read_json(path: &Path) -> Result<Value, Problem> {
 }
 
 /// Validates `instance` against `validator`, recording one problem per failing keyword.
-fn check_schema(validator: &jsonschema::Validator, instance: &Value, found: &mut Found<'_>) {
+pub(super) fn check_schema(
+    validator: &jsonschema::Validator,
+    instance: &Value,
+    found: &mut Found<'_>,
+) {
     for error in validator.iter_errors(instance) {
         let schema_path = error.schema_path().as_str();
         let message = if schema_path.starts_with("/allOf/0/oneOf") {
             one_kind_required()
-        } else if schema_path.starts_with("/allOf/1/else/oneOf") {
+        } else if schema_path.starts_with("/allOf/1/else/else/oneOf") {
             "exactly one of `tools` or `toolSchemaFile` is required".to_string()
+        } else if schema_path.starts_with("/allOf/1/else/then") {
+            "at most one of `tools` or `toolSchemaFile` (with neither, the MCP server's own tools/list is used)".to_string()
         } else if schema_path.starts_with("/allOf/1/then") {
             "openapi targets describe their own tools; remove `tools` / `toolSchemaFile`"
                 .to_string()
@@ -138,7 +149,7 @@ fn one_kind_required() -> String {
 
 /// Loads one target file and, if it names one, its tool-schema file. Targets are built with
 /// `transport`'s shared clients.
-pub fn load_file(path: &Path, transport: &Transport) -> Result<LoadedFile, Vec<Problem>> {
+pub async fn load_file(path: &Path, transport: &Transport) -> Result<LoadedFile, Vec<Problem>> {
     let schemas = schemas().map_err(|message| {
         vec![Problem {
             file: path.to_path_buf(),
@@ -173,7 +184,10 @@ pub fn load_file(path: &Path, transport: &Transport) -> Result<LoadedFile, Vec<P
             return Err(found.problems);
         }
     };
-    let Some(list) = tool_list(kind, &file, path, &section, schemas, &mut found) else {
+    let Some(list) =
+        super::tool_list::tool_list(kind, &file, path, &section, schemas, transport, &mut found)
+            .await
+    else {
         return Err(found.problems);
     };
     let section = list.section.as_ref().unwrap_or(&section);
@@ -191,6 +205,18 @@ pub fn load_file(path: &Path, transport: &Transport) -> Result<LoadedFile, Vec<P
             file: &list.file,
             problems: vec![],
         };
+        if !list.written {
+            // Written tools passed the file's schema; a listed or described one must pass the
+            // same rules for one tool (a name the catalog can prefix, a well-formed schema).
+            for error in schemas.tool.iter_errors(raw) {
+                let text = error.to_string();
+                let excerpt: String = text.chars().take(MAX_MESSAGE_CHARS).collect();
+                one.push(
+                    format!("{pointer}{}", error.instance_path().as_str()),
+                    format!("{excerpt} ({})", error.kind().keyword()),
+                );
+            }
+        }
         let def = tool_def(raw, pointer, &mut names, &mut one);
         if list.written {
             foreign_tool_keys(raw, kind, pointer, &mut one);
@@ -202,7 +228,10 @@ pub fn load_file(path: &Path, transport: &Transport) -> Result<LoadedFile, Vec<P
             tool_found.problems.append(&mut one.problems);
             kept.push((def, validator, raw, pointer));
         } else {
-            skipped.append(&mut one.problems);
+            skipped.extend(one.problems.into_iter().map(|mut problem| {
+                problem.message = format!("skipped: {}", problem.message);
+                problem
+            }));
         }
     }
     let specs: Vec<ToolSpec<'_>> = kept
@@ -263,108 +292,6 @@ pub fn load_file(path: &Path, transport: &Transport) -> Result<LoadedFile, Vec<P
     })
 }
 
-/// A target's tools before checking: where they are written and how each is addressed.
-struct ToolList {
-    tools: Vec<Value>,
-    /// The file the tools are in (the target file, its tool-schema file, a described document).
-    file: PathBuf,
-    /// Each tool's RFC 6901 pointer in `file`.
-    pointers: Vec<String>,
-    /// Written by the admin (`tools`, `toolSchemaFile`) rather than described by the kind.
-    written: bool,
-    /// The section the kind is built from, when describing replaced the file's.
-    section: Option<Value>,
-    skipped: Vec<Problem>,
-}
-
-fn tool_list(
-    kind: &Kind,
-    file: &TargetFile,
-    path: &Path,
-    section: &Value,
-    schemas: &Schemas,
-    found: &mut Found<'_>,
-) -> Option<ToolList> {
-    let written = |tools: Vec<Value>, file: PathBuf, prefix: &str| {
-        let pointers = (0..tools.len()).map(|i| format!("{prefix}/{i}")).collect();
-        ToolList {
-            tools,
-            file,
-            pointers,
-            written: true,
-            section: None,
-            skipped: vec![],
-        }
-    };
-    match (kind.tools, &file.tools, &file.tool_schema_file) {
-        (ToolSource::File, Some(tools), None) => {
-            Some(written(tools.clone(), path.to_path_buf(), "/tools"))
-        }
-        (ToolSource::File, None, Some(relative)) => match tool_schema_file(path, relative, schemas)
-        {
-            Ok((tools, schema_path)) => Some(written(tools, schema_path, "")),
-            Err(mut problems) => {
-                found.problems.append(&mut problems);
-                None
-            }
-        },
-        (ToolSource::File, _, _) => {
-            found.push("", "exactly one of `tools` or `toolSchemaFile` is required");
-            None
-        }
-        (ToolSource::Described(describe), None, None) => {
-            let mut problems = SpecProblems::default();
-            let described = describe(
-                &DescribeInput {
-                    section,
-                    target_file: path,
-                },
-                &mut problems,
-            );
-            for (pointer, message) in problems.section {
-                found.push(format!("/{}{pointer}", kind.key), message);
-            }
-            let described = described.filter(|_| found.problems.is_empty())?;
-            let (pointers, tools) = described
-                .tools
-                .into_iter()
-                .map(|tool| (tool.pointer, tool.tool))
-                .unzip();
-            Some(ToolList {
-                tools,
-                file: described.file,
-                pointers,
-                written: false,
-                section: Some(described.section),
-                skipped: described
-                    .skipped
-                    .into_iter()
-                    .map(|s| Problem {
-                        file: s.file,
-                        pointer: s.pointer,
-                        message: format!("skipped: {}", s.message),
-                    })
-                    .collect(),
-            })
-        }
-        (ToolSource::Described(_), tools, _) => {
-            let key = if tools.is_some() {
-                "/tools"
-            } else {
-                "/toolSchemaFile"
-            };
-            found.push(
-                key,
-                format!(
-                    "{} targets describe their own tools; remove this key",
-                    kind.key
-                ),
-            );
-            None
-        }
-    }
-}
-
 fn problem(file: &Path, pointer: &str, message: String) -> Problem {
     Problem {
         file: file.to_path_buf(),
@@ -411,35 +338,6 @@ fn foreign_tool_keys(raw: &Value, kind: &Kind, pointer: &str, found: &mut Found<
             );
         }
     }
-}
-
-/// Resolves and loads an AgentCore tool-schema file, which must sit inside the targets folder
-/// tree (no absolute paths, no `..`), so a target file cannot read arbitrary files.
-fn tool_schema_file(
-    target_file: &Path,
-    relative: &str,
-    schemas: &Schemas,
-) -> Result<(Vec<Value>, PathBuf), Vec<Problem>> {
-    let problem = |message: String| {
-        vec![Problem {
-            file: target_file.to_path_buf(),
-            pointer: "/toolSchemaFile".into(),
-            message,
-        }]
-    };
-    let path = targets::file_beside(target_file, relative).map_err(problem)?;
-    let document = read_json(&path).map_err(|p| vec![p])?;
-    let mut found = Found {
-        file: &path,
-        problems: vec![],
-    };
-    check_schema(&schemas.tool_file, &document, &mut found);
-    if !found.problems.is_empty() {
-        return Err(found.problems);
-    }
-    serde_json::from_value(document)
-        .map(|tools| (tools, path.clone()))
-        .map_err(|e| problem(format!("unexpected shape: {e}")))
 }
 
 /// The tool's argument validator, or its schema problems.
@@ -544,7 +442,7 @@ mod tests {
         assert_eq!(in_schema, registered);
         assert_eq!(
             one_kind_required(),
-            "exactly one of `lambda`, `http` or `openapi` is required"
+            "exactly one of `lambda`, `http`, `openapi` or `mcp` is required"
         );
     }
 }

@@ -11,6 +11,7 @@
 
 mod load;
 pub mod model;
+mod tool_list;
 mod watch;
 
 use std::collections::BTreeMap;
@@ -20,6 +21,7 @@ use std::sync::Arc;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
+use crate::search::{SearchError, SearchIndex, ToolDoc};
 use crate::targets::Transport;
 
 #[cfg(test)]
@@ -42,13 +44,21 @@ pub enum CatalogError {
 pub struct Catalog {
     tools: BTreeMap<String, Arc<CatalogTool>>,
     files: BTreeMap<PathBuf, Arc<LoadedFile>>,
+    /// This snapshot's tool-search index (DESIGN 2.11), when [`Catalog::index_for_search`]
+    /// built one: it lives and is swapped with the tools it ranks, so a search never names a
+    /// tool the snapshot does not hold.
+    search: Option<SearchIndex>,
 }
 
 impl Catalog {
     /// Loads every target file in `dir`, building targets on `transport`'s shared clients.
     /// Files that fail keep their version from `previous` (if any); all problems are returned
     /// for reporting.
-    pub fn load(dir: &Path, previous: &Catalog, transport: &Transport) -> (Catalog, Vec<Problem>) {
+    pub async fn load(
+        dir: &Path,
+        previous: &Catalog,
+        transport: &Transport,
+    ) -> (Catalog, Vec<Problem>) {
         let mut problems = Vec::new();
         let paths = match load::target_files(dir) {
             Ok(paths) => paths,
@@ -60,7 +70,7 @@ impl Catalog {
         let mut owners = load::TargetOwners::new();
         let mut catalog = Catalog::default();
         for path in paths {
-            let loaded = match load::load_file(&path, transport) {
+            let loaded = match load::load_file(&path, transport).await {
                 Ok(loaded) => {
                     // Skipped tools are reported; the file's other tools serve.
                     problems.extend(loaded.skipped.iter().cloned());
@@ -95,6 +105,23 @@ impl Catalog {
             catalog.files.insert(path, loaded);
         }
         (catalog, problems)
+    }
+
+    /// Builds the tool-search index of this snapshot (about 30 ms per 1,000 tools; see
+    /// `benches/search.rs`). Called at every load and reload when `[search]` is enabled.
+    pub fn index_for_search(&mut self) -> Result<(), SearchError> {
+        let index = SearchIndex::build(self.tools.values().map(|tool| ToolDoc {
+            name: &tool.qualified_name,
+            description: tool.def.description.as_deref().unwrap_or_default(),
+            input_schema: &tool.def.input_schema,
+        }))?;
+        self.search = Some(index);
+        Ok(())
+    }
+
+    /// The index built by [`Catalog::index_for_search`], if any.
+    pub fn search_index(&self) -> Option<&SearchIndex> {
+        self.search.as_ref()
     }
 
     pub fn get(&self, qualified_name: &str) -> Option<&Arc<CatalogTool>> {

@@ -20,7 +20,15 @@ fn http_target(name: &str) -> Value {
 }
 
 fn load(dir: &Path, previous: &Catalog) -> (Catalog, Vec<Problem>) {
-    Catalog::load(dir, previous, &crate::targets::Transport::new().unwrap())
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(Catalog::load(
+        dir,
+        previous,
+        &crate::targets::Transport::new().unwrap(),
+    ))
 }
 
 fn write(dir: &Path, file: &str, value: &Value) {
@@ -72,7 +80,7 @@ fn both_lambda_and_http_is_refused() {
     target["lambda"] = json!({"functionArn": "fn"});
     assert_named(
         &problems_for(target),
-        &["exactly one of `lambda`, `http` or `openapi`"],
+        &["exactly one of `lambda`, `http`, `openapi` or `mcp`"],
     );
 }
 

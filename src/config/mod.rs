@@ -24,6 +24,7 @@ pub use crate::identity::settings::{
     ProviderEndpoints, ProviderGrant, WorkloadConfig, is_region_name, is_workload_name,
 };
 pub use crate::inbound::{ClaimCheck, ClaimRule, InboundConfig, KeySourceConfig};
+pub use crate::mcp::SearchConfig;
 pub use crate::vault::{VaultBackend, VaultConfig};
 
 /// A validated configuration. Plain data; the runtime state is built from it in `lib.rs`.
@@ -39,6 +40,8 @@ pub struct Config {
     pub api_keys: std::collections::BTreeMap<String, crate::secret::Secret>,
     pub identity: IdentityConfig,
     pub vault: VaultConfig,
+    /// `[search]`: the `x_amz_bedrock_agentcore_search` tool (DESIGN 2.11).
+    pub search: SearchConfig,
     /// Whether `--dev` was given: enables the embedded issuer and loopback-only binding.
     pub dev: bool,
 }

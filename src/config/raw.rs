@@ -27,6 +27,8 @@ pub struct RawConfig {
     pub api_keys: BTreeMap<String, RawApiKey>,
     #[serde(default)]
     pub telemetry: RawTelemetry,
+    #[serde(default)]
+    pub search: RawSearch,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -80,6 +82,13 @@ pub struct RawLogin {
 pub struct RawTargets {
     pub dir: Option<String>,
     pub watch: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSearch {
+    pub enabled: Option<bool>,
+    pub max_results: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -466,3 +466,29 @@ fn a_bad_postgres_url_is_named_without_its_password() {
     );
     assert!(!error.contains("db-pw-canary"), "{error}");
 }
+
+#[test]
+fn search_is_off_by_default_and_its_result_size_is_bounded() {
+    let dev = |text: &str| Config::from_toml(text, Path::new("p.toml"), Path::new("."), true);
+    let config = dev("").unwrap();
+    assert_eq!(config.search, crate::mcp::SearchConfig::default());
+    assert!(!config.search.enabled);
+    let config = dev("[search]\nenabled = true\nmax_results = 5\n").unwrap();
+    assert_eq!(
+        (config.search.enabled, config.search.max_results),
+        (true, 5)
+    );
+    for bad in ["0", "51", "-3"] {
+        let err = dev(&format!("[search]\nmax_results = {bad}\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&format!(
+                "search.max_results: must be between 1 and 50 (got {bad})"
+            )),
+            "{err}"
+        );
+    }
+    let err = dev("[search]\nenable = true\n").unwrap_err().to_string();
+    assert!(err.contains("search") && err.contains("enable"), "{err}");
+}

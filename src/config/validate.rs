@@ -10,7 +10,7 @@ use url::Url;
 use super::raw::{RawClaimRule, RawConfig, RawInbound, RawServer};
 use super::{
     ClaimCheck, ClaimRule, Config, InboundConfig, KeySourceConfig, LogFormat, Problem,
-    ServerConfig, TargetsConfig, TelemetryConfig,
+    SearchConfig, ServerConfig, TargetsConfig, TelemetryConfig,
 };
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -64,6 +64,7 @@ pub(super) fn validate(raw: RawConfig, base: &Path, dev: bool) -> Result<Config,
         watch: raw.targets.watch.unwrap_or(true),
     };
     let telemetry = telemetry(&raw.telemetry, &mut problems);
+    let search = search(&raw.search, &mut problems);
     let downstream = super::providers::downstream(&raw, base, dev, &mut problems);
 
     if problems.0.is_empty() {
@@ -76,10 +77,35 @@ pub(super) fn validate(raw: RawConfig, base: &Path, dev: bool) -> Result<Config,
             api_keys: downstream.api_keys,
             identity: downstream.identity,
             vault: downstream.vault,
+            search,
             dev,
         })
     } else {
         Err(problems.0)
+    }
+}
+
+fn search(raw: &super::raw::RawSearch, problems: &mut Problems) -> SearchConfig {
+    let defaults = SearchConfig::default();
+    let max_results = match raw.max_results {
+        None => defaults.max_results,
+        Some(n) => match usize::try_from(n) {
+            Ok(n) if (1..=SearchConfig::MAX_RESULTS_LIMIT).contains(&n) => n,
+            _ => {
+                problems.push(
+                    "search.max_results",
+                    format!(
+                        "must be between 1 and {} (got {n})",
+                        SearchConfig::MAX_RESULTS_LIMIT
+                    ),
+                );
+                defaults.max_results
+            }
+        },
+    };
+    SearchConfig {
+        enabled: raw.enabled.unwrap_or(defaults.enabled),
+        max_results,
     }
 }
 

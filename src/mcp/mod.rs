@@ -12,6 +12,7 @@
 
 pub mod errors;
 mod outcome;
+pub mod search_tool;
 pub mod session_owner;
 mod sessions;
 
@@ -27,6 +28,7 @@ use rmcp::service::{NotificationContext, RequestContext, RoleServer};
 
 pub use errors::{json_rpc_client_errors, refuse_declared_oversize};
 pub use outcome::{ConsentChannel, URL_ELICITATION_REQUIRED};
+pub use search_tool::SearchConfig;
 pub use session_owner::{SessionOwnerError, SessionOwners};
 pub use sessions::SessionRegistry;
 
@@ -51,6 +53,8 @@ pub struct McpState {
     pub catalog: Arc<arc_swap::ArcSwap<Catalog>>,
     pub pipeline: CallPipeline,
     pub sessions: SessionRegistry,
+    /// `[search]`: whether `x_amz_bedrock_agentcore_search` is offered, and its result size.
+    pub search: SearchConfig,
 }
 
 /// One handler per session (rmcp's factory clones it); all state is shared.
@@ -95,6 +99,30 @@ impl McpGateway {
     }
 }
 
+impl McpGateway {
+    /// One `x_amz_bedrock_agentcore_search` call, audited like any tool call.
+    fn search(
+        &self,
+        caller: &Caller,
+        catalog: &Catalog,
+        arguments: Option<&serde_json::Map<String, serde_json::Value>>,
+        context: &RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let started = std::time::Instant::now();
+        // Every catalog tool is callable by every authenticated caller until `[policy]`
+        // exists; the policy filter goes here, before the results are cut.
+        let outcome = search_tool::run(catalog, arguments, &self.state.search, |_| true);
+        crate::telemetry::tool_called(
+            &caller.issuer,
+            &caller.subject,
+            search_tool::NAME,
+            outcome.label(),
+            started.elapsed(),
+        );
+        outcome::respond(outcome, Self::consent_channel(context))
+    }
+}
+
 impl ServerHandler for McpGateway {
     fn get_info(&self) -> InitializeResult {
         let capabilities = ServerCapabilities::builder()
@@ -123,13 +151,21 @@ impl ServerHandler for McpGateway {
         let (page, next) = catalog
             .page(cursor, PAGE_SIZE)
             .map_err(|e| errors::catalog_error(&e))?;
-        let mut result =
-            ListToolsResult::with_all_items(page.iter().map(|t| t.listing.clone()).collect());
+        let mut tools = Vec::with_capacity(page.len() + 1);
+        // The search tool heads the first page (AgentCore lists it first as well).
+        if self.state.search.enabled && cursor.is_none() {
+            tools.push(search_tool::listing());
+        }
+        tools.extend(page.iter().map(|t| t.listing.clone()));
+        let mut result = ListToolsResult::with_all_items(tools);
         result.next_cursor = next;
         Ok(result)
     }
 
     fn get_tool(&self, name: &str) -> Option<Tool> {
+        if self.state.search.enabled && name == search_tool::NAME {
+            return Some(search_tool::listing());
+        }
         self.state
             .catalog
             .load()
@@ -144,6 +180,9 @@ impl ServerHandler for McpGateway {
     ) -> Result<CallToolResponse, ErrorData> {
         let caller = caller_of(&context.extensions)?;
         let catalog = self.state.catalog.load_full();
+        if self.state.search.enabled && request.name == search_tool::NAME {
+            return self.search(&caller, &catalog, request.arguments.as_ref(), &context);
+        }
         let tool = catalog
             .get(&request.name)
             .ok_or_else(|| errors::unknown_tool(&request.name))?;

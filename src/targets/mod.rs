@@ -12,6 +12,7 @@
 
 pub mod http;
 pub mod lambda;
+pub mod mcp_server;
 pub mod openapi;
 mod results;
 
@@ -27,7 +28,9 @@ use serde_json::{Map, Value};
 use crate::body::BodyError;
 use crate::credential::Injection;
 
-pub use results::{ERROR_EXCERPT_BYTES, body_result, error_result, excerpt, json_result};
+pub use results::{
+    ERROR_EXCERPT_BYTES, body_result, error_result, excerpt, json_result, printable_challenge,
+};
 
 /// A boxed, sendable future: what [`Target::invoke`] returns, so that the trait stays
 /// object-safe and one call's future does not embed every kind's (the Lambda SDK's is ~11 KiB).
@@ -203,6 +206,19 @@ pub enum ToolSource {
     /// The kind describes them from its section (an OpenAPI document). A described tool with
     /// a problem is skipped and reported; the others load.
     Described(fn(&DescribeInput<'_>, &mut SpecProblems) -> Option<Described>),
+    /// The file's `tools` / `toolSchemaFile` when it has them, else the target lists its own
+    /// at load and reload (an MCP server's `tools/list`). A listing that fails fails the file,
+    /// so the last good version (and its tools) stays in force.
+    FileOrListed(Lister),
+}
+
+/// Lists a target's tools from the target itself, in the target-file tool shape.
+pub type Lister = for<'a> fn(&'a ListInput<'a>) -> BoxFuture<'a, Result<Vec<Value>, String>>;
+
+/// What a listing kind reads.
+pub struct ListInput<'a> {
+    pub section: &'a Value,
+    pub transport: &'a Transport,
 }
 
 /// What a describing kind reads.
@@ -240,7 +256,7 @@ pub struct Located {
 }
 
 /// Every kind this gateway knows. A new kind is a module and one line here.
-pub const KINDS: &[Kind] = &[lambda::KIND, http::KIND, openapi::KIND];
+pub const KINDS: &[Kind] = &[lambda::KIND, http::KIND, openapi::KIND, mcp_server::KIND];
 
 /// A file named by a target file (`toolSchemaFile`, `specFile`): relative to the target file
 /// and inside its folder tree (no absolute path, no `..`), so that a target file cannot make

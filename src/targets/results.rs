@@ -3,6 +3,20 @@
 use rmcp::model::{CallToolResult, ContentBlock as Content};
 use serde_json::Value;
 
+/// The `WWW-Authenticate` value kept for an explanation is at most this long.
+const MAX_CHALLENGE_CHARS: usize = 512;
+
+/// A refusal's `WWW-Authenticate` challenge (RFC 6750 section 3) as it may be shown to the
+/// caller: printable ASCII only and bounded; `None` when nothing printable is left.
+pub fn printable_challenge(value: &str) -> Option<String> {
+    let printable: String = value
+        .chars()
+        .filter(|c| c.is_ascii_graphic() || *c == ' ')
+        .take(MAX_CHALLENGE_CHARS)
+        .collect();
+    (!printable.is_empty()).then_some(printable)
+}
+
 /// Bytes of a failing response body kept in the error shown to the model.
 pub const ERROR_EXCERPT_BYTES: usize = 2048;
 

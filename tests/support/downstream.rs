@@ -142,6 +142,33 @@ async fn world_spec(
 ) -> World {
     let inbound = Idp::start().await;
     let downstream = Idp::spawn(&[]).await;
+    world_on(
+        inbound,
+        downstream,
+        binding,
+        identity_extra,
+        extra_toml,
+        files,
+        resource,
+        vec![],
+    )
+    .await
+}
+
+/// The same world on IdPs the caller started, with more target files (`extra_targets`): for
+/// targets that need the downstream provider before the gateway starts (an upstream MCP server
+/// that checks the provider's tokens).
+#[allow(clippy::too_many_arguments)]
+pub async fn world_on(
+    inbound: Idp,
+    downstream: Idp,
+    binding: &str,
+    identity_extra: &str,
+    extra_toml: &str,
+    files: Vec<(&str, String)>,
+    resource: Option<&str>,
+    extra_targets: Vec<(&str, Value)>,
+) -> World {
     let api = Api {
         public_key_pem: Arc::new(downstream.public_key_pem()),
         issuer: Arc::new(downstream.issuer.clone()),
@@ -172,7 +199,7 @@ async fn world_spec(
     let gateway = TestGateway::start(
         &inbound,
         Setup {
-            targets: vec![("acct.json", target)],
+            targets: [("acct.json", target)].into_iter().chain(extra_targets).collect(),
             inbound_extra: &format!(
                 "[inbound.login]\nclient_id = \"{}\"\nclient_secret_file = \"login.secret\"\n",
                 idp::PORTCULLIS_CLIENT

@@ -86,17 +86,8 @@ impl std::fmt::Debug for HttpTarget {
     }
 }
 
-/// The `WWW-Authenticate` value kept for an explanation is at most this long.
-const MAX_CHALLENGE_CHARS: usize = 512;
-
 fn challenge_of(headers: &http::HeaderMap) -> Option<String> {
-    let value = headers.get(http::header::WWW_AUTHENTICATE)?.to_str().ok()?;
-    let printable: String = value
-        .chars()
-        .filter(|c| c.is_ascii_graphic() || *c == ' ')
-        .take(MAX_CHALLENGE_CHARS)
-        .collect();
-    (!printable.is_empty()).then_some(printable)
+    super::printable_challenge(headers.get(http::header::WWW_AUTHENTICATE)?.to_str().ok()?)
 }
 
 /// RFC 3986 section 2.3 unreserved characters stay; everything else is escaped.

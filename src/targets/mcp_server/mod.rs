@@ -1,0 +1,211 @@
+//! `mcp` targets: a remote MCP server over Streamable HTTP (DESIGN 2.8), its tools served as
+//! `<target>___<tool>`.
+//!
+//! The gateway is an MCP client of the server (rmcp's client, MCP 2025-11-25 Streamable HTTP).
+//! Each calling user has an upstream session of their own ([`sessions`]), opened with that
+//! user's credential and never shared. A call's result passes through unchanged (`content`,
+//! `structuredContent`, `isError`, `_meta`); a JSON-RPC error from the server becomes an
+//! `isError` result that names the server; an HTTP 401 (RFC 6750 section 3.1) is reported as a
+//! refused credential so that the pipeline refreshes once and then asks for consent, exactly
+//! as for HTTP targets. The caller's own token to the gateway never reaches the server
+//! (DESIGN 3.2 invariant 2): the only `Authorization` sent is the target's credential.
+//!
+//! Without a static tool list the server's `tools/list` is fetched at load and reload
+//! ([`list`]).
+
+mod list;
+mod sessions;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rmcp::model::{CallToolRequestParams, CallToolResult};
+use rmcp::service::ServiceError;
+use serde::Deserialize;
+use url::Url;
+
+use super::{
+    BoxFuture, BuildInput, Invocation, Kind, Refusal, SpecProblems, Target, TargetError, ToolCall,
+    ToolSource, error_result,
+};
+use crate::credential::Injection;
+use sessions::{ConnectError, Sessions};
+
+pub const KIND: Kind = Kind {
+    key: "mcp",
+    tool_key: None,
+    tools: ToolSource::FileOrListed(list::list_tools),
+    build,
+};
+
+/// How long a call may take when the file does not say (`timeoutMs`).
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Upstream sessions kept per target when the file does not say (`maxSessions`).
+const DEFAULT_MAX_SESSIONS: usize = 1_000;
+/// An upstream session unused this long is closed.
+const IDLE: Duration = Duration::from_secs(300);
+
+/// The `mcp` section as written (`schemas/target.schema.json`, `$defs/mcpTarget`).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct Spec {
+    url: String,
+    timeout_ms: Option<u64>,
+    max_sessions: Option<usize>,
+}
+
+/// The checked section: what both the lister and the target are built from.
+struct Checked {
+    url: Url,
+    timeout: Duration,
+    max_sessions: usize,
+}
+
+fn check(section: &serde_json::Value, problems: &mut SpecProblems) -> Option<Checked> {
+    let spec: Spec = super::section(section, problems)?;
+    let url = match Url::parse(&spec.url) {
+        Ok(url) => url,
+        Err(e) => {
+            problems.in_section("/url", format!("not a URL: {e}"));
+            return None;
+        }
+    };
+    let loopback = match url.host() {
+        Some(url::Host::Domain(host)) => host == "localhost",
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    };
+    if url.scheme() != "https" && !(url.scheme() == "http" && loopback) {
+        problems.in_section(
+            "/url",
+            "must be https:// (http:// only for a loopback server): user tokens travel on it",
+        );
+        return None;
+    }
+    Some(Checked {
+        url,
+        timeout: spec
+            .timeout_ms
+            .map_or(DEFAULT_TIMEOUT, Duration::from_millis),
+        max_sessions: spec.max_sessions.unwrap_or(DEFAULT_MAX_SESSIONS),
+    })
+}
+
+fn build(input: &BuildInput<'_>, problems: &mut SpecProblems) -> Option<Arc<dyn Target>> {
+    let checked = check(input.section, problems)?;
+    let url: Arc<str> = Arc::from(checked.url.as_str());
+    Some(Arc::new(McpServerTarget {
+        tools: input.tools.iter().map(|t| t.name.to_string()).collect(),
+        timeout: checked.timeout,
+        sessions: Sessions::new(
+            url.clone(),
+            input.transport.http.clone(),
+            checked.max_sessions,
+            IDLE,
+            checked.timeout,
+        ),
+        url,
+    }))
+}
+
+/// One remote MCP server.
+pub struct McpServerTarget {
+    url: Arc<str>,
+    /// The server's tool names, by the index the catalog calls them with.
+    tools: Vec<String>,
+    timeout: Duration,
+    sessions: Sessions,
+}
+
+impl std::fmt::Debug for McpServerTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("McpServerTarget")
+            .field("url", &self.url)
+            .field("tools", &self.tools.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Target for McpServerTarget {
+    /// MCP authorization ("Resource Parameter Implementation", RFC 8707): a token for an MCP
+    /// server is requested for the server's own URL.
+    fn resource(&self) -> Option<&str> {
+        Some(&self.url)
+    }
+
+    fn invoke<'a>(
+        &'a self,
+        call: &'a ToolCall<'a>,
+        credential: Option<&'a Injection>,
+    ) -> BoxFuture<'a, Result<Invocation, TargetError>> {
+        Box::pin(self.call(call, credential))
+    }
+}
+
+impl McpServerTarget {
+    async fn call(
+        &self,
+        call: &ToolCall<'_>,
+        credential: Option<&Injection>,
+    ) -> Result<Invocation, TargetError> {
+        let name = self
+            .tools
+            .get(call.tool)
+            .ok_or(TargetError::NoSuchTool(call.tool))?;
+        let timeout_ms = self.timeout.as_millis();
+        let work = async {
+            let client = match self.sessions.session(call.user_id, credential).await {
+                Ok(client) => client,
+                Err(ConnectError::Refused(challenge)) => return Ok(self.refused(challenge)),
+                Err(ConnectError::Failed(reason)) => return Err(TargetError::Unreachable(reason)),
+            };
+            let params = CallToolRequestParams::new(name.clone()).with_arguments(call.args.clone());
+            match client.call_tool(params).await {
+                Ok(result) => Ok(Invocation::answered(result)),
+                Err(ServiceError::McpError(error)) => {
+                    Ok(Invocation::answered(self.json_rpc_error(name, &error)))
+                }
+                Err(error) => {
+                    // The session is unusable (closed, or the server refused the token on it):
+                    // the next call opens a new one.
+                    self.sessions.forget(call.user_id).await;
+                    match sessions::refusal_of(&error) {
+                        Some(challenge) => Ok(self.refused(challenge)),
+                        None => Err(TargetError::Unreachable(format!(
+                            "the MCP server {} failed: {error}",
+                            self.url
+                        ))),
+                    }
+                }
+            }
+        };
+        match tokio::time::timeout(self.timeout, work).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(TargetError::Timeout(timeout_ms)),
+        }
+    }
+
+    /// The server answered HTTP 401: the pipeline refreshes the token once, then asks for
+    /// consent (DESIGN 2.8: "an upstream 401 is handled like an HTTP target's").
+    fn refused(&self, challenge: Option<String>) -> Invocation {
+        Invocation {
+            result: error_result(format!(
+                "The MCP server {} refused the credential (HTTP 401).",
+                self.url
+            )),
+            credential_refused: Some(Refusal { challenge }),
+        }
+    }
+
+    /// A JSON-RPC error of the server's, as a tool result the model can read.
+    fn json_rpc_error(&self, tool: &str, error: &rmcp::model::ErrorData) -> CallToolResult {
+        error_result(format!(
+            "The MCP server {} answered the call of {tool:?} with JSON-RPC error {}: {}",
+            self.url, error.code.0, error.message
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,237 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! `mcp` targets end to end (DESIGN 2.8): a real upstream MCP server (rmcp's Streamable HTTP
+//! server, `support/upstream_mcp.rs`), the real gateway, rmcp's client, a real IdP. These
+//! tests need no downstream credential; per-user credentials are in `mcp_target_users.rs`.
+
+mod support {
+    pub mod binary;
+    pub mod gateway;
+    pub mod idp;
+    pub mod mcp;
+    pub mod upstream_mcp;
+}
+
+use rmcp::ServiceExt;
+use rmcp::model::ClientConfig;
+use rmcp::service::{RoleClient, RunningService};
+use rmcp::transport::StreamableHttpClientTransport;
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use serde_json::{Value, json};
+use support::gateway::{Setup, TestGateway, write_json};
+use support::idp::Idp;
+use support::mcp::{call, text_of};
+use support::upstream_mcp::Upstream;
+
+struct World {
+    idp: Idp,
+    upstream: Upstream,
+    gateway: TestGateway,
+    client: RunningService<RoleClient, ClientConfig>,
+}
+
+async fn world(section: Value) -> World {
+    let idp = Idp::start().await;
+    let upstream = Upstream::start(None).await;
+    let mut mcp = json!({"url": upstream.url});
+    if let Value::Object(extra) = section {
+        for (key, value) in extra {
+            mcp[key] = value;
+        }
+    }
+    let gateway = TestGateway::start(
+        &idp,
+        Setup {
+            targets: vec![("up.json", json!({"name": "up", "mcp": mcp}))],
+            ..Setup::default()
+        },
+    )
+    .await;
+    let client = client(&idp, &gateway).await;
+    World {
+        idp,
+        upstream,
+        gateway,
+        client,
+    }
+}
+
+async fn client(idp: &Idp, gateway: &TestGateway) -> RunningService<RoleClient, ClientConfig> {
+    let transport = StreamableHttpClientTransport::from_config(
+        StreamableHttpClientTransportConfig::with_uri(gateway.mcp_url())
+            .auth_header(gateway.token(idp).await),
+    );
+    ClientConfig::default().serve(transport).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tools_are_discovered_over_every_page_with_their_schemas() {
+    let world = world(json!({})).await;
+    let tools = world.client.list_all_tools().await.unwrap();
+    let mut names: Vec<&str> = tools.iter().map(|t| t.name.as_ref()).collect();
+    names.sort();
+    // Five upstream tools over three pages; "bad name!" cannot be prefixed and is skipped.
+    assert_eq!(
+        names,
+        ["up___boom", "up___fail", "up___hang", "up___whoami"]
+    );
+    let whoami = tools.iter().find(|t| t.name == "up___whoami").unwrap();
+    assert_eq!(
+        whoami.description.as_deref(),
+        Some("Who the server thinks is calling, and on which session.")
+    );
+    assert_eq!(
+        whoami.output_schema.as_ref().unwrap()["properties"]["sub"]["type"],
+        json!(["string", "null"])
+    );
+    let fail = tools.iter().find(|t| t.name == "up___fail").unwrap();
+    assert_eq!(fail.input_schema["required"], json!(["why"]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_pass_through_unchanged_and_errors_name_the_server() {
+    let world = world(json!({})).await;
+    let ok = call(&world.client, "up___whoami", json!({})).await;
+    assert_eq!(ok.is_error, Some(false));
+    let structured = ok.structured_content.unwrap();
+    assert_eq!(structured["sub"], Value::Null, "no credential was sent");
+    assert!(structured["session"].is_string(), "{structured}");
+
+    let failed = call(&world.client, "up___fail", json!({"why": "because"})).await;
+    assert_eq!(failed.is_error, Some(true));
+    assert_eq!(text_of(&failed), "it failed");
+    assert_eq!(
+        failed.structured_content,
+        Some(json!({"why": "because", "code": 17}))
+    );
+
+    let boom = call(&world.client, "up___boom", json!({})).await;
+    assert_eq!(boom.is_error, Some(true));
+    let text = text_of(&boom);
+    assert!(text.contains(&world.upstream.url), "{text}");
+    assert!(
+        text.contains("JSON-RPC error -32603: the upstream exploded"),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn arguments_are_checked_before_anything_reaches_the_server() {
+    let world = world(json!({})).await;
+    let before = world.upstream.seen.lock().await.len();
+    let result = call(&world.client, "up___fail", json!({"why": 3})).await;
+    assert_eq!(result.is_error, Some(true));
+    assert!(
+        text_of(&result).contains("/why: type"),
+        "{}",
+        text_of(&result)
+    );
+    assert_eq!(world.upstream.seen.lock().await.len(), before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_callers_calls_share_one_upstream_session() {
+    let world = world(json!({})).await;
+    let mut sessions = Vec::new();
+    for _ in 0..3 {
+        let result = call(&world.client, "up___whoami", json!({})).await;
+        sessions.push(result.structured_content.unwrap()["session"].clone());
+    }
+    assert_eq!(sessions[0], sessions[1]);
+    assert_eq!(sessions[1], sessions[2]);
+    // Discovery's session plus the caller's: no session per call.
+    assert_eq!(world.upstream.sessions().await.len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_that_outlives_timeout_ms_is_a_tool_error() {
+    let world = world(json!({"timeoutMs": 300})).await;
+    let result = call(&world.client, "up___hang", json!({})).await;
+    assert_eq!(result.is_error, Some(true));
+    assert!(
+        text_of(&result).contains("within 300 ms"),
+        "{}",
+        text_of(&result)
+    );
+    // The session still serves the next call.
+    let ok = call(&world.client, "up___whoami", json!({})).await;
+    assert_eq!(ok.is_error, Some(false), "{}", text_of(&ok));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_server_fails_the_file_and_reload_keeps_the_last_good_tools() {
+    let world = world(json!({})).await;
+    // Point the file at a server that is gone: the reload fails, the old tools stay.
+    let dead = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dead_url = format!("http://{}/mcp", dead.local_addr().unwrap());
+    drop(dead);
+    write_json(
+        &world.gateway.targets_dir(),
+        "up.json",
+        &json!({"name": "up", "mcp": {"url": dead_url}}),
+    );
+    world.gateway.state.reload_catalog().await;
+    let names: Vec<String> = world
+        .client
+        .list_all_tools()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name.to_string())
+        .collect();
+    assert!(names.contains(&"up___whoami".to_string()), "{names:?}");
+
+    // A gateway starting with the dead server has no tools from it, and says why.
+    let (catalog, problems) = portcullis::load_catalog(
+        &world.gateway.state.config,
+        &portcullis::catalog::Catalog::default(),
+        &world.gateway.state.transport,
+    )
+    .await;
+    assert!(catalog.is_empty());
+    let problems: Vec<String> = problems.iter().map(ToString::to_string).collect();
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains("up.json at /mcp: tools/list of") && p.contains(&dead_url)),
+        "{problems:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_gone_at_call_time_is_a_tool_error_naming_it() {
+    let world = world(json!({"timeoutMs": 5000})).await;
+    let World {
+        idp,
+        upstream,
+        gateway,
+        client,
+    } = world;
+    let url = upstream.url.clone();
+    drop(upstream);
+    let result = call(&client, "up___whoami", json!({})).await;
+    assert_eq!(result.is_error, Some(true));
+    let text = text_of(&result);
+    assert!(
+        text.contains("could not be reached") && text.contains(&url),
+        "{text}"
+    );
+    drop((idp, gateway));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validate_reports_a_skipped_upstream_tool_with_its_place() {
+    let world = world(json!({})).await;
+    let (_, problems) = portcullis::load_catalog(
+        &world.gateway.state.config,
+        &portcullis::catalog::Catalog::default(),
+        &world.gateway.state.transport,
+    )
+    .await;
+    let problems: Vec<String> = problems.iter().map(ToString::to_string).collect();
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(
+        problems[0].contains("up.json at tools/list/4"),
+        "{problems:?}"
+    );
+    assert!(problems[0].contains("skipped"), "{problems:?}");
+}
