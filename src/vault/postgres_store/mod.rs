@@ -38,6 +38,7 @@ mod tests;
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use deadpool_postgres::{Client, Pool};
 use parking_lot::RwLock;
@@ -56,6 +57,10 @@ use super::{
     ConsentRecord, Keyring, RecordKind, Secret, Store, StoreUsage, TokenKey, TokenMeta,
     TokenRecord, VaultError,
 };
+
+/// How long one statement may take once a connection is in hand. Every vault statement is a
+/// lookup or a write by primary key; seconds mean the server is not answering.
+const STATEMENT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Each table and the tree name its envelopes are sealed under.
 const TABLES: [(&str, &str); 4] = [
@@ -134,14 +139,11 @@ impl PostgresStore {
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<Row>, VaultError> {
         let client = self.client().await?;
-        let statement = client
-            .prepare_cached(sql)
-            .await
-            .map_err(|e| self.error(&e))?;
-        client
-            .query(&statement, params)
-            .await
-            .map_err(|e| self.error(&e))
+        self.bounded(async {
+            let statement = client.prepare_cached(sql).await?;
+            client.query(&statement, params).await
+        })
+        .await
     }
 
     async fn query_opt(
@@ -154,14 +156,27 @@ impl PostgresStore {
 
     async fn execute(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64, VaultError> {
         let client = self.client().await?;
-        let statement = client
-            .prepare_cached(sql)
-            .await
-            .map_err(|e| self.error(&e))?;
-        client
-            .execute(&statement, params)
-            .await
-            .map_err(|e| self.error(&e))
+        self.bounded(async {
+            let statement = client.prepare_cached(sql).await?;
+            client.execute(&statement, params).await
+        })
+        .await
+    }
+
+    /// Runs one statement's round trips within [`STATEMENT_TIMEOUT`]: a server that stops
+    /// answering (hung, or a network dropping packets without a reset) is
+    /// [`VaultError::Unavailable`] instead of holding the request until TCP gives up.
+    async fn bounded<T>(
+        &self,
+        work: impl Future<Output = Result<T, tokio_postgres::Error>>,
+    ) -> Result<T, VaultError> {
+        match tokio::time::timeout(STATEMENT_TIMEOUT, work).await {
+            Ok(result) => result.map_err(|e| self.error(&e)),
+            Err(_) => Err(VaultError::Unavailable {
+                store: self.describe().to_string(),
+                reason: format!("no answer within {STATEMENT_TIMEOUT:?}"),
+            }),
+        }
     }
 
     fn seal(&self, tree: &str, record_key: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, VaultError> {

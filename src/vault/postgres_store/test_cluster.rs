@@ -182,6 +182,32 @@ impl Cluster {
         );
     }
 
+    /// Freezes (`SIGSTOP`) or thaws (`SIGCONT`) the server and its backends: a server that
+    /// accepts connections but never answers, like a hung host.
+    pub(in crate::vault) fn signal_server(&self, signal: &str) {
+        let pid_file = std::fs::read_to_string(self.data().join("postmaster.pid")).unwrap();
+        let postmaster = pid_file.lines().next().unwrap().trim().to_string();
+        let mut pids = vec![postmaster.clone()];
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+                continue;
+            };
+            // `pid (comm) state ppid ...`
+            let parent = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1));
+            if parent == Some(postmaster.as_str()) {
+                pids.push(entry.file_name().to_string_lossy().into_owned());
+            }
+        }
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .args(&pids)
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{signal} {pids:?}");
+    }
+
     /// A fresh, empty database owned by the test role.
     pub(in crate::vault) fn database(&self) -> String {
         let name = format!("t_{}", uuid::Uuid::new_v4().simple());

@@ -387,3 +387,33 @@ async fn a_role_that_may_only_use_the_tables_opens_a_migrated_vault() {
             .is_some()
     );
 }
+
+#[tokio::test]
+async fn a_server_that_stops_answering_is_unavailable_not_a_hang_and_the_store_recovers() {
+    let cluster = Arc::new(tokio::task::spawn_blocking(Cluster::start).await.unwrap());
+    let database = {
+        let cluster = cluster.clone();
+        tokio::task::spawn_blocking(move || cluster.database())
+            .await
+            .unwrap()
+    };
+    let store = PostgresStore::open(&cluster.url(&database), Keyring::generate().unwrap())
+        .await
+        .unwrap();
+    store.check().await.unwrap();
+
+    cluster.signal_server("STOP");
+    let error = store.check().await.unwrap_err();
+    cluster.signal_server("CONT");
+    assert!(matches!(error, VaultError::Unavailable { .. }), "{error:?}");
+    assert!(!error.to_string().contains(PASSWORD), "{error}");
+    // Back: the pool replaces whatever connection timed out, without reopening the store.
+    let mut recovered = false;
+    for _ in 0..3 {
+        if store.check().await.is_ok() {
+            recovered = true;
+            break;
+        }
+    }
+    assert!(recovered);
+}
