@@ -232,13 +232,12 @@ impl Gateway {
         } else {
             // "Never starts without a key" (DESIGN 2.2): opening fails without one.
             let store = vault::open_vault(
-                &config.vault.path,
-                Some(&config.vault.key_file),
+                &config.vault,
                 std::env::var(vault::KEY_ENV).ok(),
                 config.dev,
             )
-            .await?;
-            let store: Arc<dyn vault::Store> = Arc::new(store);
+            .await?
+            .into_store();
             Some(Arc::new(identity::Identity::new(
                 identity_sections(&config),
                 store,

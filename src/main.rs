@@ -46,7 +46,8 @@ enum Command {
         #[arg(long)]
         dev: bool,
     },
-    /// Inspect and manage the token vault (stop the gateway first: sled allows one process).
+    /// Inspect and manage the token vault (sled: stop the gateway first, sled allows one
+    /// process; postgres: runs beside live gateways).
     Vault {
         #[command(subcommand)]
         action: VaultAction,
@@ -89,6 +90,29 @@ enum VaultAction {
     },
     /// Seal every record with a new key and retire the old one (crash-safe).
     RotateKey,
+    /// Copy the sled vault at [vault].path into the PostgreSQL database of [vault] (stop the
+    /// sled gateway first; the sled vault is left as it was).
+    Migrate {
+        #[arg(long, value_enum)]
+        from: BackendArg,
+        #[arg(long, value_enum)]
+        to: BackendArg,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum BackendArg {
+    Sled,
+    Postgres,
+}
+
+impl From<BackendArg> for portcullis::vault::admin::BackendName {
+    fn from(backend: BackendArg) -> Self {
+        match backend {
+            BackendArg::Sled => Self::Sled,
+            BackendArg::Postgres => Self::Postgres,
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -261,6 +285,10 @@ impl From<VaultAction> for portcullis::vault::admin::Action {
             VaultAction::List { user } => Action::List { user },
             VaultAction::Revoke { user, provider } => Action::Revoke { user, provider },
             VaultAction::RotateKey => Action::RotateKey,
+            VaultAction::Migrate { from, to } => Action::Migrate {
+                from: from.into(),
+                to: to.into(),
+            },
         }
     }
 }

@@ -8,6 +8,7 @@
 mod providers;
 mod raw;
 mod validate;
+mod vault;
 mod workloads;
 
 use std::fmt;
@@ -25,7 +26,7 @@ pub use crate::identity::settings::{
 pub use crate::inbound::{ClaimCheck, ClaimRule, InboundConfig, KeySourceConfig};
 pub use crate::mcp::SearchConfig;
 pub use crate::policy::{PolicyConfig, PolicyMode};
-pub use crate::vault::VaultConfig;
+pub use crate::vault::{VaultBackend, VaultConfig};
 
 /// A validated configuration. Plain data; the runtime state is built from it in `lib.rs`.
 #[derive(Debug, Clone)]

@@ -389,18 +389,7 @@ pub(super) fn downstream(
     let access_keys = access_keys(raw, base, &workloads, problems);
     let allowed_regions = allowed_regions(&raw.identity.allowed_regions, problems);
     let data_dir = resolve(base, raw.server.data_dir.as_deref().unwrap_or("data"));
-    let vault = VaultConfig {
-        path: raw
-            .vault
-            .path
-            .as_deref()
-            .map_or_else(|| data_dir.join("vault"), |p| resolve(base, p)),
-        key_file: raw
-            .vault
-            .key_file
-            .as_deref()
-            .map_or_else(|| data_dir.join("vault.key"), |p| resolve(base, p)),
-    };
+    let vault = super::vault::vault(&raw.vault, base, &data_dir, problems);
     Downstream {
         providers,
         api_keys,

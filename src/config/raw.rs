@@ -103,8 +103,14 @@ pub struct RawSearch {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawVault {
+    /// `sled` (default) or `postgres` (DESIGN 2.9).
+    pub backend: Option<String>,
     pub path: Option<String>,
     pub key_file: Option<String>,
+    /// The environment variable holding the PostgreSQL URL.
+    pub url_env: Option<String>,
+    /// A file holding the PostgreSQL URL.
+    pub url_file: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

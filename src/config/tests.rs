@@ -382,6 +382,92 @@ fn unknown_or_repeated_grant_names_and_bad_regions_are_named_with_their_key_path
 }
 
 #[test]
+fn the_vault_backend_defaults_to_sled() {
+    let config = load(GOOD).unwrap();
+    assert!(matches!(config.vault.backend, VaultBackend::Sled));
+    assert_eq!(config.vault.path, Path::new("/etc/portcullis/data/vault"));
+}
+
+#[test]
+fn a_postgres_vault_reads_its_url_from_a_file_and_never_shows_the_password() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("db-url"),
+        "postgres://gw:db-pw-canary@db.internal:5433/vault?sslmode=verify-full\n",
+    )
+    .unwrap();
+    let config = Config::from_toml(
+        &format!("{GOOD}\n[vault]\nbackend = \"postgres\"\nurl_file = \"db-url\"\n"),
+        Path::new("p.toml"),
+        dir.path(),
+        false,
+    )
+    .unwrap();
+    let VaultBackend::Postgres(url) = &config.vault.backend else {
+        panic!("{:?}", config.vault.backend)
+    };
+    assert_eq!(url.describe(), "postgres db.internal:5433/vault");
+    assert_eq!(url.tls(), crate::vault::TlsMode::Verified);
+    assert!(!format!("{config:?}").contains("db-pw-canary"));
+}
+
+#[test]
+fn vault_backend_problems_are_named_with_their_key_path() {
+    let cases = [
+        (
+            "backend = \"x\"",
+            "vault.backend: unknown backend \"x\" (expected sled or postgres)",
+        ),
+        (
+            "backend = \"postgres\"\nurl_env = \"PORTCULLIS_TEST_SURELY_UNSET\"",
+            "vault.url_env: environment variable PORTCULLIS_TEST_SURELY_UNSET is not set",
+        ),
+        (
+            "backend = \"postgres\"\nurl_env = \"A\"\nurl_file = \"/b\"",
+            "vault: set only one of url_env and url_file",
+        ),
+        (
+            "backend = \"postgres\"",
+            "vault: backend = \"postgres\" needs url_env or url_file",
+        ),
+        (
+            "url_env = \"A\"",
+            "vault.url_env: only used with backend = \"postgres\"",
+        ),
+    ];
+    for (section, expected) in cases {
+        let found = problems(&format!("{GOOD}\n[vault]\n{section}\n"));
+        assert!(
+            found.iter().any(|p| p.starts_with(expected)),
+            "{section}: {found:?}"
+        );
+    }
+}
+
+#[test]
+fn a_bad_postgres_url_is_named_without_its_password() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("db-url"),
+        "postgres://gw:db-pw-canary@db/vault?sslmode=prefer",
+    )
+    .unwrap();
+    let error = Config::from_toml(
+        &format!("{GOOD}\n[vault]\nbackend = \"postgres\"\nurl_file = \"db-url\"\n"),
+        Path::new("p.toml"),
+        dir.path(),
+        false,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        error.contains("vault.url_file: sslmode \"prefer\""),
+        "{error}"
+    );
+    assert!(!error.contains("db-pw-canary"), "{error}");
+}
+
+#[test]
 fn search_is_off_by_default_and_its_result_size_is_bounded() {
     let dev = |text: &str| Config::from_toml(text, Path::new("p.toml"), Path::new("."), true);
     let config = dev("").unwrap();

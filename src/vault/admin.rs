@@ -1,10 +1,16 @@
-//! `portcullis vault list | revoke | rotate-key`: the admin's view of the vault. Output never
-//! contains a token or a key.
+//! `portcullis vault list | revoke | rotate-key`: the admin's view of the vault, on whichever
+//! backend `[vault]` names. Output never contains a token or a key.
+//!
+//! With `backend = "postgres"` the commands run beside live gateways (the database has no
+//! single-process lock as the sled folder has); `rotate-key` then needs the other replicas
+//! restarted with the new key file (see `postgres_store/maintenance.rs`).
 
 use std::fmt::Write;
 
-use super::VaultConfig;
-use super::{KEY_ENV, Store, TokenKey, VaultError, open_vault};
+use super::{
+    KEY_ENV, PostgresStore, TokenKey, VaultBackend, VaultConfig, VaultError, load_keyring,
+    open_sled_vault, open_vault,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
@@ -16,12 +22,28 @@ pub enum AdminError {
         "the key comes from {KEY_ENV}; rotate-key rewrites the key file, so unset the variable and use vault.key_file"
     )]
     KeyFromEnvironment,
+    #[error("only `migrate --from sled --to postgres` is supported")]
+    UnsupportedMigration,
+    #[error(
+        "migrate copies [vault].path into the PostgreSQL database of [vault]: set backend = \"postgres\" and url_env or url_file"
+    )]
+    MigrateNeedsPostgres,
+    #[error("there is no sled vault at {0}")]
+    NoSledVault(String),
+}
+
+/// A backend named on the command line (`migrate --from sled --to postgres`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendName {
+    Sled,
+    Postgres,
 }
 
 pub enum Action {
     List { user: Option<String> },
     Revoke { user: String, provider: String },
     RotateKey,
+    Migrate { from: BackendName, to: BackendName },
 }
 
 fn when(unix: Option<u64>) -> String {
@@ -48,7 +70,11 @@ pub async fn run(
     if matches!(action, Action::RotateKey) && env_key.is_some() {
         return Err(AdminError::KeyFromEnvironment);
     }
-    let store = open_vault(&vault.path, Some(&vault.key_file), env_key, false).await?;
+    if let Action::Migrate { from, to } = action {
+        return migrate(vault, env_key, from, to).await;
+    }
+    let vault_store = open_vault(vault, env_key, false).await?;
+    let store = vault_store.as_store();
     match action {
         Action::List { user } => {
             let links = store.list_tokens(user.as_deref()).await?;
@@ -88,7 +114,7 @@ pub async fn run(
         Action::RotateKey => {
             // Crash-safe: both keys on disk, every record re-sealed and flushed, then the old
             // key retired (see `keyring`).
-            let rotation = store.rotate_key(&vault.key_file).await?;
+            let rotation = vault_store.rotate_key(&vault.key_file).await?;
             Ok(format!(
                 "re-sealed {} record(s) with key {}; retired key(s) {:?} from {}\n",
                 rotation.resealed,
@@ -97,5 +123,48 @@ pub async fn run(
                 vault.key_file.display()
             ))
         }
+        Action::Migrate { .. } => Err(AdminError::UnsupportedMigration),
     }
+}
+
+/// `migrate --from sled --to postgres`: copies the sled vault at `[vault].path` into the
+/// configured database, sealed envelopes as they are (`postgres_store/migrate.rs`), with the
+/// same vault key. The sled vault is left untouched; the gateway using it must be stopped
+/// (sled allows one process).
+async fn migrate(
+    vault: &VaultConfig,
+    env_key: Option<String>,
+    from: BackendName,
+    to: BackendName,
+) -> Result<String, AdminError> {
+    if (from, to) != (BackendName::Sled, BackendName::Postgres) {
+        return Err(AdminError::UnsupportedMigration);
+    }
+    let VaultBackend::Postgres(url) = &vault.backend else {
+        return Err(AdminError::MigrateNeedsPostgres);
+    };
+    if !vault.path.join("db").exists() {
+        return Err(AdminError::NoSledVault(vault.path.display().to_string()));
+    }
+    let sled = open_sled_vault(&vault.path, Some(&vault.key_file), env_key.clone(), false).await?;
+    let records = sled.export_records().await?;
+    sled.close().await?;
+    let key_file = vault.key_file.clone();
+    let path = vault.path.clone();
+    let keyring =
+        tokio::task::spawn_blocking(move || load_keyring(&path, Some(&key_file), env_key, false))
+            .await
+            .map_err(|e| VaultError::Task(e.to_string()))??;
+    let postgres = PostgresStore::open(url, keyring).await?;
+    let report = postgres.import_records(&records).await?;
+    Ok(format!(
+        "copied {} token(s), {} consent record(s) and {} API key(s) from {} to {}; kept {} record(s) the database already held; skipped {} expired consent record(s)\n",
+        report.tokens,
+        report.consents,
+        report.api_keys,
+        vault.path.display(),
+        postgres.describe(),
+        report.kept,
+        report.expired
+    ))
 }

@@ -5,9 +5,12 @@
 //! - [`SledStore`] is the embedded implementation: sled trees `tokens`, `consents`, `api_keys`
 //!   and `meta`, every value sealed with AES-256-GCM by `seal.rs`, the only code in the crate
 //!   that touches AEAD. No plaintext token ever touches disk (DESIGN 3.2 invariant 5).
+//! - [`PostgresStore`] is the shared implementation for several replicas (DESIGN 2.9): the same
+//!   record keys and the same sealing, in PostgreSQL tables migrated at start.
 //! - [`Keyring`] holds the AES keys: from the key file or `PORTCULLIS_VAULT_KEY`, rotated by
 //!   `portcullis vault rotate-key` without a window where a record is unreadable.
-//! - [`open_vault`] is the start-up rule "never starts without a key" (DESIGN 2.2).
+//! - [`open_vault`] picks the configured backend and applies the start-up rule "never starts
+//!   without a key" (DESIGN 2.2).
 //!
 //! Every error is a [`VaultError`]; none of its messages carries a secret, a key or a record's
 //! plaintext (DESIGN 3.2 invariant 5).
@@ -16,6 +19,8 @@ pub mod admin;
 #[cfg(test)]
 mod contract;
 mod keyring;
+mod open;
+mod postgres_store;
 mod seal;
 
 mod sled_store;
@@ -23,7 +28,7 @@ mod sled_store;
 mod tests;
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -31,13 +36,25 @@ use zeroize::{Zeroize, Zeroizing};
 
 pub use crate::secret::Secret;
 pub use keyring::Keyring;
+pub use open::{Vault, load_keyring, open_sled_vault, open_vault};
+pub use postgres_store::{DatabaseUrl, Migration, PostgresStore, TlsMode};
 pub use sled_store::{KeyRotation, SledStore};
 
 /// The `[vault]` section of the validated config (built by `config`).
 #[derive(Debug, Clone)]
 pub struct VaultConfig {
+    pub backend: VaultBackend,
+    /// The sled folder (unused by the PostgreSQL backend; `--dev` derives the key file from it).
     pub path: PathBuf,
     pub key_file: PathBuf,
+}
+
+/// `[vault].backend` (DESIGN 2.9): the embedded store for one process, or a shared database.
+#[derive(Debug, Clone)]
+pub enum VaultBackend {
+    Sled,
+    /// The URL came from `url_env` / `url_file`; its `Debug` never shows the password.
+    Postgres(Box<DatabaseUrl>),
 }
 
 /// The environment variable that may hold the vault key (DESIGN 2.2); it wins over the file.
@@ -249,6 +266,12 @@ pub enum VaultError {
         #[source]
         source: std::io::Error,
     },
+    /// The backend's server cannot be reached right now: connection refused or lost, or no
+    /// pooled connection within the pool's timeout. Backend-neutral, so that callers can answer
+    /// "try again later" (`/readyz` 503) without knowing the store; `store` names it by host,
+    /// port and database, never by a URL with its password (invariant 5).
+    #[error("the vault store {store} is unavailable: {reason}")]
+    Unavailable { store: String, reason: String },
     /// The backend could not open its database (sled: the folder; PostgreSQL: the server).
     #[error("cannot open the vault database {}: {reason}", .path.display())]
     Open { path: PathBuf, reason: String },
@@ -526,54 +549,6 @@ pub trait Store: Send + Sync + 'static {
     /// # Ok(()) }
     /// ```
     async fn purge_expired(&self, now: u64) -> Result<usize, VaultError>;
-}
-
-/// Opens the vault at `path`, which never starts without a key (DESIGN 2.2):
-///
-/// 1. `env_key` (the value of `PORTCULLIS_VAULT_KEY`), when set, wins over the file;
-/// 2. otherwise `key_file` must exist with mode 0600; if it is missing the error names it and
-///    how to create one, except with `dev`, where a fresh key is generated there (0600);
-/// 3. with neither, `dev` generates `<path>.key` (`data/vault` -> `data/vault.key`, the
-///    documented default) and anything else is [`VaultError::NoKey`].
-///
-/// A key that does not match an existing vault fails here, not on the first request.
-pub async fn open_vault(
-    path: &Path,
-    key_file: Option<&Path>,
-    env_key: Option<String>,
-    dev: bool,
-) -> Result<SledStore, VaultError> {
-    let env_key = env_key.map(Zeroizing::new);
-    let path = path.to_path_buf();
-    let key_file = key_file
-        .map(Path::to_path_buf)
-        .or_else(|| dev.then(|| path.with_extension("key")));
-    tokio::task::spawn_blocking(move || {
-        let keyring = match (env_key, key_file) {
-            (Some(value), _) => {
-                tracing::info!(source = KEY_ENV, "vault key loaded");
-                Keyring::from_env_base64(&value)?
-            }
-            (None, Some(file)) => match Keyring::load_file(&file) {
-                Err(VaultError::KeyFileMissing { .. }) if dev => {
-                    tracing::warn!(
-                        file = %file.display(),
-                        "dev mode: generated a new vault key; do not use this vault in production"
-                    );
-                    Keyring::generate_file(&file)?
-                }
-                loaded => {
-                    let keyring = loaded?;
-                    tracing::info!(file = %file.display(), key_id = keyring.current_key_id(), "vault key loaded");
-                    keyring
-                }
-            },
-            (None, None) => return Err(VaultError::NoKey),
-        };
-        SledStore::open(&path, keyring)
-    })
-    .await
-    .map_err(|e| VaultError::Task(e.to_string()))?
 }
 
 /// The current time in unix seconds (0 if the clock is before 1970).

@@ -11,7 +11,7 @@ pub(in crate::vault) fn token_record_key(key: &TokenKey) -> Vec<u8> {
     encode_parts(&[&key.user, &key.workload, &key.provider])
 }
 
-pub(super) fn decode_token_key(bytes: &[u8]) -> Option<TokenKey> {
+pub(in crate::vault) fn decode_token_key(bytes: &[u8]) -> Option<TokenKey> {
     let mut parts = decode_parts(bytes)?.into_iter();
     let (user, workload, provider) = (parts.next()?, parts.next()?, parts.next()?);
     parts
@@ -22,6 +22,13 @@ pub(super) fn decode_token_key(bytes: &[u8]) -> Option<TokenKey> {
 
 pub(in crate::vault) fn api_key_record_key(workload: &str, name: &str) -> Vec<u8> {
     encode_parts(&[workload, name])
+}
+
+/// `(workload, name)` of an API key record key.
+pub(in crate::vault) fn decode_api_key_record_key(bytes: &[u8]) -> Option<(String, String)> {
+    let mut parts = decode_parts(bytes)?.into_iter();
+    let (workload, name) = (parts.next()?, parts.next()?);
+    parts.next().is_none().then_some((workload, name))
 }
 
 /// The kind's tag byte, then the SHA-256 of the id (ids are bearer-like: only hashes on disk).
@@ -57,7 +64,7 @@ fn decode_parts(mut bytes: &[u8]) -> Option<Vec<String>> {
 
 /// Names a record for an error message without revealing a secret: token and API key record
 /// keys are names; consent keys are hashes of bearer-like ids, so they are not shown.
-pub(super) fn describe(tree_name: &str, record_key: &[u8]) -> String {
+pub(in crate::vault) fn describe(tree_name: &str, record_key: &[u8]) -> String {
     let parts = decode_parts(record_key).unwrap_or_default();
     match (tree_name, parts.as_slice()) {
         (TOKENS, [user, workload, provider]) => format!("token {workload}/{user}/{provider}"),

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use super::keys::describe;
-use super::{CANARY_KEY, CANARY_TEXT, Inner, KeyRotation, META};
+use super::{CANARY_KEY, CANARY_TEXT, Inner, KeyRotation, META, RawRecord, SledStore};
 use crate::vault::VaultError;
 use crate::vault::seal::{self, SealError};
 
@@ -105,5 +105,29 @@ impl Inner {
             new_key_id,
             resealed,
         })
+    }
+}
+
+impl SledStore {
+    /// Every record but the canary, sealed as stored: the source of `portcullis vault migrate`.
+    pub(in crate::vault) async fn export_records(&self) -> Result<Vec<RawRecord>, VaultError> {
+        self.blocking(|inner| {
+            let mut records = Vec::new();
+            for (tree_name, tree) in inner.trees() {
+                if tree_name == META {
+                    continue;
+                }
+                for item in tree.iter() {
+                    let (record_key, envelope) = item?;
+                    records.push(RawRecord {
+                        tree: tree_name,
+                        record_key: record_key.to_vec(),
+                        envelope: envelope.to_vec(),
+                    });
+                }
+            }
+            Ok(records)
+        })
+        .await
     }
 }

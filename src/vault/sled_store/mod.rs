@@ -37,23 +37,28 @@ use super::keyring::{Keyring, create_private_dir};
 mod keys;
 mod maintenance;
 
-pub(super) use self::keys::{api_key_record_key, consent_record_key, token_record_key};
-use self::keys::{decode_token_key, describe, encode_parts};
+use self::keys::encode_parts;
+pub(super) use self::keys::{
+    api_key_record_key, consent_record_key, decode_api_key_record_key, decode_token_key, describe,
+    token_record_key,
+};
 use super::seal;
 use super::{
     ConsentRecord, RecordKind, Secret, Store, StoreUsage, TokenKey, TokenMeta, TokenRecord,
     VaultError,
 };
 
-const TOKENS: &str = "tokens";
-const CONSENTS: &str = "consents";
-const API_KEYS: &str = "api_keys";
-const META: &str = "meta";
+// The tree names are part of every envelope's associated data (`seal.rs`); the PostgreSQL store
+// seals under the same names and record keys, so an envelope means the same in both backends.
+pub(super) const TOKENS: &str = "tokens";
+pub(super) const CONSENTS: &str = "consents";
+pub(super) const API_KEYS: &str = "api_keys";
+pub(super) const META: &str = "meta";
 /// Not a tree: the associated-data domain of [`Store::seal_transient`] envelopes, which live in
 /// browsers, so that no transient envelope opens as a stored record or the other way round.
-const TRANSIENT: &str = "transient";
-const CANARY_KEY: &[u8] = b"canary";
-const CANARY_TEXT: &[u8] = b"portcullis vault canary, format 1";
+pub(super) const TRANSIENT: &str = "transient";
+pub(super) const CANARY_KEY: &[u8] = b"canary";
+pub(super) const CANARY_TEXT: &[u8] = b"portcullis vault canary, format 1";
 
 /// The sled-backed vault. Cheap to clone (shared handle); `Debug` shows the path and key ids.
 #[derive(Clone)]
@@ -69,6 +74,14 @@ struct Inner {
     api_keys: sled::Tree,
     meta: sled::Tree,
     keyring: RwLock<Keyring>,
+}
+
+/// One stored record as it is on disk: its tree, record key and sealed envelope. What
+/// `portcullis vault migrate` copies; the envelope is never opened on the way.
+pub(super) struct RawRecord {
+    pub tree: &'static str,
+    pub record_key: Vec<u8>,
+    pub envelope: Vec<u8>,
 }
 
 /// What [`SledStore::rotate_key`] did.

@@ -240,7 +240,7 @@ async fn open_vault_never_starts_without_a_key() {
     let key_file = dir.path().join("vault.key");
 
     // Missing key file: the error names it and says how to create one; nothing is created.
-    let error = open_vault(&vault, Some(&key_file), None, false)
+    let error = open_sled_vault(&vault, Some(&key_file), None, false)
         .await
         .unwrap_err();
     let message = error.to_string();
@@ -257,12 +257,12 @@ async fn open_vault_never_starts_without_a_key() {
     );
     assert!(!vault.exists());
     assert!(matches!(
-        open_vault(&vault, None, None, false).await,
+        open_sled_vault(&vault, None, None, false).await,
         Err(VaultError::NoKey)
     ));
 
     // --dev generates it (0600) and reuses it next time.
-    let store = open_vault(&vault, Some(&key_file), None, true)
+    let store = open_sled_vault(&vault, Some(&key_file), None, true)
         .await
         .unwrap();
     assert_private(&key_file);
@@ -271,7 +271,7 @@ async fn open_vault_never_starts_without_a_key() {
         .await
         .unwrap();
     drop(store);
-    let store = open_vault(&vault, Some(&key_file), None, false)
+    let store = open_sled_vault(&vault, Some(&key_file), None, false)
         .await
         .unwrap();
     assert!(
@@ -285,7 +285,7 @@ async fn open_vault_never_starts_without_a_key() {
 
     // The environment wins over the file: a different env key is refused by this vault...
     let env = STANDARD.encode([3u8; 32]);
-    let error = open_vault(&vault, Some(&key_file), Some(env.clone()), false)
+    let error = open_sled_vault(&vault, Some(&key_file), Some(env.clone()), false)
         .await
         .unwrap_err();
     assert!(matches!(error, VaultError::KeyMismatch { .. }), "{error:?}");
@@ -294,19 +294,19 @@ async fn open_vault_never_starts_without_a_key() {
     let other = dir.path().join("other");
     let missing = dir.path().join("missing.key");
     assert!(
-        open_vault(&other, Some(&missing), Some(env), false)
+        open_sled_vault(&other, Some(&missing), Some(env), false)
             .await
             .is_ok()
     );
     assert!(!missing.exists());
     assert!(
-        open_vault(&other, None, Some(String::new()), true)
+        open_sled_vault(&other, None, Some(String::new()), true)
             .await
             .is_err()
     );
 
     // --dev without a configured key file uses <vault>.key.
     let third = dir.path().join("third");
-    assert!(open_vault(&third, None, None, true).await.is_ok());
+    assert!(open_sled_vault(&third, None, None, true).await.is_ok());
     assert_private(&dir.path().join("third.key"));
 }
