@@ -14,6 +14,7 @@ pub mod credential;
 mod dev;
 pub mod identity;
 pub mod inbound;
+pub mod limits;
 pub mod mcp;
 pub mod policy;
 mod routes;
@@ -269,7 +270,12 @@ impl Gateway {
             }
             None => None,
         };
-        let pipeline = CallPipeline::new(identity.clone(), policies, "portcullis".to_string());
+        let pipeline = CallPipeline::new(
+            identity.clone(),
+            policies,
+            limits::RateLimits::new(config.rate_limits.clone()),
+            "portcullis".to_string(),
+        );
         let catalog = Arc::new(ArcSwap::from_pointee(catalog));
         let mcp = Arc::new(McpState {
             catalog: catalog.clone(),

@@ -25,6 +25,8 @@ const LAYERS: &[(&str, u8)] = &[
     ("catalog", 5),
     // Who may call what.
     ("policy", 6),
+    // How much: per-caller rate limits.
+    ("limits", 6),
     // How a tool runs.
     ("targets", 7),
     // On whose behalf: providers, consent, tokens, the identity API.

@@ -92,10 +92,15 @@ struct World {
 }
 
 async fn world(mode: &str, policies: &str) -> World {
+    world_with(mode, policies, "").await
+}
+
+/// `more` is appended to the config.
+async fn world_with(mode: &str, policies: &str, more: &str) -> World {
     let idp = Idp::start().await;
     let backend = backend().await;
     let extra = format!(
-        "[policy]\ndir = \"policies\"\nmode = \"{mode}\"\ngateway = \"{ARN}\"\n[search]\nenabled = true\n"
+        "[policy]\ndir = \"policies\"\nmode = \"{mode}\"\ngateway = \"{ARN}\"\n[search]\nenabled = true\n{more}"
     );
     let gateway = TestGateway::start(
         &idp,
@@ -288,4 +293,35 @@ async fn a_broken_policy_file_at_start_stops_the_gateway_naming_file_line_and_co
     assert_eq!(code, 1, "{stderr}");
     assert!(stderr.contains("bad.cedar:2:"), "{stderr}");
     assert!(stderr.contains("1 problem(s) in policy files"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_over_a_rate_limit_is_refused_with_the_delay_and_other_users_are_unaffected() {
+    let world = world_with(
+        "enforce",
+        POLICIES,
+        "[[rate_limits]]\ntools = \"refunds___list_*\"\nrequests_per_minute = 2\n",
+    )
+    .await;
+    let alice = world.client("fin-alice").await;
+    let bob = world.client("eng-bob").await;
+    for _ in 0..2 {
+        let ok = call(&alice, "refunds___list_refunds", json!({})).await;
+        assert_ne!(ok.is_error, Some(true), "{}", text_of(&ok));
+    }
+    let limited = call(&alice, "refunds___list_refunds", json!({})).await;
+    assert_eq!(limited.is_error, Some(true));
+    let text = text_of(&limited);
+    assert!(
+        text.starts_with("Rate limit reached") && text.contains("retry in 30 s"),
+        "{text}"
+    );
+    assert_eq!(limited.meta.unwrap().0["retryAfterSeconds"], json!(30.0));
+    assert_eq!(world.calls(), 2, "a limited call reaches no target");
+    // Bob has his own budget; a tool outside the rule is not limited.
+    let ok = call(&bob, "refunds___list_refunds", json!({})).await;
+    assert_ne!(ok.is_error, Some(true), "{}", text_of(&ok));
+    let refund = call(&alice, "refunds___process_refund", json!({"amount": 10})).await;
+    assert_ne!(refund.is_error, Some(true), "{}", text_of(&refund));
+    assert_eq!(world.calls(), 4);
 }

@@ -1,4 +1,5 @@
-//! The one tool-call pipeline: validate arguments -> policy -> credential -> invoke -> audit.
+//! The one tool-call pipeline: validate arguments -> policy -> rate limits -> credential ->
+//! invoke -> audit.
 //!
 //! Readable top to bottom in [`CallPipeline::run`]. It returns a typed [`CallOutcome`]; how
 //! each outcome reaches the client (revisions, JSON-RPC, the consent signal, wording) is the
@@ -18,6 +19,7 @@ use crate::catalog::CatalogTool;
 use crate::credential::Injection;
 use crate::identity::{ConsentPrompt, Credential, CredentialRequest, Identity, IdentityError};
 use crate::inbound::Caller;
+use crate::limits::{Limited, RateLimits};
 use crate::policy::Policies;
 use crate::targets::{Invocation, TargetError, ToolCall};
 
@@ -25,6 +27,8 @@ pub struct CallPipeline {
     identity: Option<Arc<Identity>>,
     /// `[policy]`: who may call what; `None` lets every authenticated caller call every tool.
     policies: Option<Arc<Policies>>,
+    /// `[[rate_limits]]`; empty when none are configured.
+    limits: RateLimits,
     gateway_id: String,
 }
 
@@ -41,6 +45,8 @@ pub enum CallOutcome {
     TargetFailed(TargetError),
     /// The policies do not permit this call (DESIGN 2.10). Nothing ran.
     PolicyDenied,
+    /// A rate limit refused the call (issue 13). Nothing ran.
+    RateLimited(Limited),
     /// The user must link their account first.
     NeedsConsent(ConsentPrompt),
     /// The target declares a credential but this gateway has no identity section to supply it.
@@ -61,6 +67,7 @@ impl CallOutcome {
             CallOutcome::InvalidArguments(_) => "invalid_arguments",
             CallOutcome::TargetFailed(_) => "target_failed",
             CallOutcome::PolicyDenied => "policy_denied",
+            CallOutcome::RateLimited(_) => "rate_limited",
             CallOutcome::NeedsConsent(_) => "consent_required",
             CallOutcome::CredentialUnconfigured { .. } | CallOutcome::CredentialFailed(_) => {
                 "credential_unavailable"
@@ -88,11 +95,13 @@ impl CallPipeline {
     pub fn new(
         identity: Option<Arc<Identity>>,
         policies: Option<Arc<Policies>>,
+        limits: RateLimits,
         gateway_id: String,
     ) -> CallPipeline {
         CallPipeline {
             identity,
             policies,
+            limits,
             gateway_id,
         }
     }
@@ -156,6 +165,15 @@ impl CallPipeline {
         {
             return CallOutcome::PolicyDenied;
         }
+        // A permitted call counts against the caller's rate limits; its permit is held until
+        // the call ends (concurrency limits).
+        let _permit = match self.limits.admit(caller, &tool.qualified_name) {
+            Ok(permit) => permit,
+            Err(limited) => {
+                crate::telemetry::rate_limited(limited.rule);
+                return CallOutcome::RateLimited(limited);
+            }
+        };
 
         // 3. The caller's own downstream credential, if the target declares one. The RFC 8707
         //    resource is the credential's, else the target's own, else the provider's

@@ -24,6 +24,7 @@ pub use crate::identity::settings::{
     ProviderEndpoints, ProviderGrant, WorkloadConfig, is_region_name, is_workload_name,
 };
 pub use crate::inbound::{ClaimCheck, ClaimRule, InboundConfig, KeySourceConfig};
+pub use crate::limits::{LimitKey, RateLimitRule};
 pub use crate::mcp::SearchConfig;
 pub use crate::policy::{PolicyConfig, PolicyMode};
 pub use crate::vault::{VaultBackend, VaultConfig};
@@ -46,6 +47,8 @@ pub struct Config {
     /// `[policy]`: Cedar policies (DESIGN 2.10); `None` when the section is absent (every
     /// authenticated caller may call every tool).
     pub policy: Option<PolicyConfig>,
+    /// `[[rate_limits]]`, in file order (issue 13).
+    pub rate_limits: Vec<RateLimitRule>,
     /// Whether `--dev` was given: enables the embedded issuer and loopback-only binding.
     pub dev: bool,
 }

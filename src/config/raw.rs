@@ -30,6 +30,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub search: RawSearch,
     pub policy: Option<RawPolicy>,
+    #[serde(default)]
+    pub rate_limits: Vec<RawRateLimit>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -83,6 +85,16 @@ pub struct RawLogin {
 pub struct RawTargets {
     pub dir: Option<String>,
     pub watch: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRateLimit {
+    pub tools: Option<String>,
+    pub per: Option<String>,
+    pub requests_per_second: Option<i64>,
+    pub requests_per_minute: Option<i64>,
+    pub concurrent: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

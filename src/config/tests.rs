@@ -492,3 +492,38 @@ fn search_is_off_by_default_and_its_result_size_is_bounded() {
     let err = dev("[search]\nenable = true\n").unwrap_err().to_string();
     assert!(err.contains("search") && err.contains("enable"), "{err}");
 }
+
+#[test]
+fn rate_limit_rules_are_checked_with_their_key_paths() {
+    let dev = |text: &str| Config::from_toml(text, Path::new("p.toml"), Path::new("."), true);
+    let config = dev(
+        "[[rate_limits]]\ntools = \"billing___*\"\nrequests_per_minute = 60\nconcurrent = 4\n\
+         [[rate_limits]]\nper = \"claim:tenant\"\nrequests_per_second = 10\n",
+    )
+    .unwrap();
+    assert_eq!(config.rate_limits.len(), 2);
+    assert_eq!(config.rate_limits[0].tools, "billing___*");
+    assert_eq!(
+        config.rate_limits[0].rate,
+        Some((60, std::time::Duration::from_secs(60)))
+    );
+    assert_eq!(config.rate_limits[1].tools, "*");
+    assert_eq!(
+        config.rate_limits[1].per,
+        crate::limits::LimitKey::Claim("tenant".into())
+    );
+    let err = dev(
+        "[[rate_limits]]\nrequests_per_second = 1\nrequests_per_minute = 5\n\
+         [[rate_limits]]\nper = \"group\"\nconcurrent = 0\n[[rate_limits]]\ntools = \"a___*\"\n",
+    )
+    .unwrap_err()
+    .to_string();
+    for expected in [
+        "rate_limits[0].requests_per_minute: give requests_per_second or requests_per_minute, not both",
+        "rate_limits[1].per: unknown key \"group\"",
+        "rate_limits[1].concurrent: must be a positive whole number (got 0)",
+        "rate_limits[2]: limits nothing",
+    ] {
+        assert!(err.contains(expected), "{expected}\n{err}");
+    }
+}

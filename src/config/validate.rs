@@ -9,8 +9,9 @@ use url::Url;
 
 use super::raw::{RawClaimRule, RawConfig, RawInbound, RawServer};
 use super::{
-    ClaimCheck, ClaimRule, Config, InboundConfig, KeySourceConfig, LogFormat, PolicyConfig,
-    PolicyMode, Problem, SearchConfig, ServerConfig, TargetsConfig, TelemetryConfig,
+    ClaimCheck, ClaimRule, Config, InboundConfig, KeySourceConfig, LimitKey, LogFormat,
+    PolicyConfig, PolicyMode, Problem, RateLimitRule, SearchConfig, ServerConfig, TargetsConfig,
+    TelemetryConfig,
 };
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -65,6 +66,12 @@ pub(super) fn validate(raw: RawConfig, base: &Path, dev: bool) -> Result<Config,
     };
     let telemetry = telemetry(&raw.telemetry, &mut problems);
     let search = search(&raw.search, &mut problems);
+    let rate_limits = raw
+        .rate_limits
+        .iter()
+        .enumerate()
+        .filter_map(|(i, rule)| rate_limit(i, rule, &mut problems))
+        .collect();
     let policy = raw
         .policy
         .as_ref()
@@ -83,11 +90,80 @@ pub(super) fn validate(raw: RawConfig, base: &Path, dev: bool) -> Result<Config,
             vault: downstream.vault,
             search,
             policy,
+            rate_limits,
             dev,
         })
     } else {
         Err(problems.0)
     }
+}
+
+fn rate_limit(
+    i: usize,
+    raw: &super::raw::RawRateLimit,
+    problems: &mut Problems,
+) -> Option<RateLimitRule> {
+    let at = |key: &str| format!("rate_limits[{i}].{key}");
+    let before = problems.0.len();
+    let tools = raw.tools.clone().unwrap_or_else(|| "*".to_string());
+    if tools.is_empty() {
+        problems.push(at("tools"), "must not be empty (\"*\" covers every tool)");
+    }
+    let per = match raw.per.as_deref() {
+        None | Some("user") => LimitKey::User,
+        Some(other) => match other.strip_prefix("claim:") {
+            Some(claim) if !claim.is_empty() => LimitKey::Claim(claim.to_string()),
+            _ => {
+                problems.push(
+                    at("per"),
+                    format!("unknown key {other:?} (expected \"user\" or \"claim:<name>\")"),
+                );
+                LimitKey::User
+            }
+        },
+    };
+    let positive = |key: &str, value: i64, problems: &mut Problems| match u32::try_from(value) {
+        Ok(n) if n > 0 => Some(n),
+        _ => {
+            problems.push(
+                at(key),
+                format!("must be a positive whole number (got {value})"),
+            );
+            None
+        }
+    };
+    let rate = match (raw.requests_per_second, raw.requests_per_minute) {
+        (Some(_), Some(_)) => {
+            problems.push(
+                at("requests_per_minute"),
+                "give requests_per_second or requests_per_minute, not both",
+            );
+            None
+        }
+        (Some(n), None) => positive("requests_per_second", n, problems)
+            .map(|n| (n, std::time::Duration::from_secs(1))),
+        (None, Some(n)) => positive("requests_per_minute", n, problems)
+            .map(|n| (n, std::time::Duration::from_secs(60))),
+        (None, None) => None,
+    };
+    let concurrent = raw
+        .concurrent
+        .and_then(|n| positive("concurrent", n, problems));
+    if raw.requests_per_second.is_none()
+        && raw.requests_per_minute.is_none()
+        && raw.concurrent.is_none()
+    {
+        problems.push(
+            format!("rate_limits[{i}]"),
+            "limits nothing: give requests_per_second, requests_per_minute or concurrent",
+        );
+    }
+    (problems.0.len() == before).then_some(RateLimitRule {
+        tools,
+        per,
+        rate,
+        concurrent,
+    })
 }
 
 fn policy(raw: &super::raw::RawPolicy, base: &Path, problems: &mut Problems) -> PolicyConfig {

@@ -160,12 +160,19 @@ impl ServerHandler for McpGateway {
         }
         // Tools the caller can never be permitted to call are left out (DESIGN 2.10); a page
         // may then hold fewer than PAGE_SIZE tools, and its cursor still moves on.
-        let policies = self.state.pipeline.policies();
-        tools.extend(
-            page.iter()
-                .filter(|t| policies.is_none_or(|p| p.may_list(&caller, &t.qualified_name)))
-                .map(|t| t.listing.clone()),
-        );
+        match self.state.pipeline.policies() {
+            None => tools.extend(page.iter().map(|t| t.listing.clone())),
+            Some(policies) => {
+                let names: Vec<&str> = page.iter().map(|t| t.qualified_name.as_str()).collect();
+                let listable = policies.listable(&caller, &names);
+                tools.extend(
+                    page.iter()
+                        .zip(listable)
+                        .filter(|(_, listable)| *listable)
+                        .map(|(t, _)| t.listing.clone()),
+                );
+            }
+        }
         let mut result = ListToolsResult::with_all_items(tools);
         result.next_cursor = next;
         Ok(result)

@@ -49,6 +49,7 @@ pub fn respond(
         CallOutcome::InvalidArguments(failures) => invalid_arguments_result(&failures),
         CallOutcome::TargetFailed(error) => target_error_result(&error),
         CallOutcome::PolicyDenied => policy_denied_result(),
+        CallOutcome::RateLimited(limited) => rate_limited_result(&limited),
         CallOutcome::CredentialUnconfigured { provider } => {
             credential_unavailable_result(&provider)
         }
@@ -87,6 +88,34 @@ fn policy_denied_result() -> CallToolResult {
     CallToolResult::error(vec![Content::text(
         "Not permitted: this gateway's access policy does not allow you to call this tool with these arguments. Nothing was run.",
     )])
+}
+
+/// A rate-limited call says when a retry can succeed (`_meta.retryAfterSeconds` for programs).
+fn rate_limited_result(limited: &crate::limits::Limited) -> CallToolResult {
+    let (text, seconds) = match limited.retry_after {
+        Some(delay) => {
+            let seconds = delay.as_secs_f64().ceil().max(1.0);
+            (
+                format!(
+                    "Rate limit reached: too many calls of this tool; retry in {seconds:.0} s. Nothing was run."
+                ),
+                Some(seconds),
+            )
+        }
+        None => (
+            "Rate limit reached: too many calls of this tool in flight at once; retry when one of them has finished. Nothing was run."
+                .to_string(),
+            None,
+        ),
+    };
+    let mut result = CallToolResult::error(vec![Content::text(text)]);
+    if let Some(seconds) = seconds {
+        let mut meta = rmcp::model::MetaObject::new();
+        meta.0
+            .insert("retryAfterSeconds".into(), serde_json::json!(seconds));
+        result.meta = Some(meta);
+    }
+    result
 }
 
 fn target_error_result(error: &TargetError) -> CallToolResult {

@@ -1,6 +1,7 @@
 //! AgentCore Gateway's entity model for one caller and one tool (DESIGN 2.10).
 
 use std::str::FromStr;
+use std::sync::OnceLock;
 
 use cedar_policy::{
     Context, Entities, Entity, EntityId, EntityTypeName, EntityUid, Request, RestrictedExpression,
@@ -13,12 +14,93 @@ const RESOURCE_TYPE: &str = "AgentCore::Gateway";
 /// The action group every tool action belongs to.
 pub const CALL_TOOL: &str = "CallTool";
 
-fn uid(type_name: &str, id: &str) -> Result<EntityUid, String> {
-    let type_name = EntityTypeName::from_str(type_name).map_err(|e| e.to_string())?;
-    Ok(EntityUid::from_type_name_and_id(
-        type_name,
-        EntityId::new(id),
-    ))
+/// The three entity type names, parsed once.
+struct Types {
+    principal: EntityTypeName,
+    action: EntityTypeName,
+    resource: EntityTypeName,
+}
+
+fn types() -> Result<&'static Types, String> {
+    static TYPES: OnceLock<Result<Types, String>> = OnceLock::new();
+    TYPES
+        .get_or_init(|| {
+            let parse = |name: &str| EntityTypeName::from_str(name).map_err(|e| e.to_string());
+            Ok(Types {
+                principal: parse(PRINCIPAL_TYPE)?,
+                action: parse(ACTION_TYPE)?,
+                resource: parse(RESOURCE_TYPE)?,
+            })
+        })
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
+fn uid(type_name: &EntityTypeName, id: &str) -> EntityUid {
+    EntityUid::from_type_name_and_id(type_name.clone(), EntityId::new(id))
+}
+
+/// The caller as a principal entity, its claims as tags.
+fn principal(caller: &crate::inbound::Caller, types: &Types) -> Result<Entity, String> {
+    let tags = caller.claims.iter().filter_map(|(name, value)| {
+        tag_value(value).map(|text| (name.clone(), RestrictedExpression::new_string(text)))
+    });
+    Entity::new_with_tags(uid(&types.principal, &caller.subject), [], [], tags)
+        .map_err(|e| e.to_string())
+}
+
+/// One listing's entities: the caller, the gateway, the action group and every tool's action,
+/// built once so that each tool costs only its request.
+pub fn listing(
+    caller: &crate::inbound::Caller,
+    tools: &[&str],
+    gateway: &str,
+) -> Result<(Entities, Vec<Request>), String> {
+    let types = types()?;
+    let group = uid(&types.action, CALL_TOOL);
+    let principal_entity = principal(caller, types)?;
+    let principal_uid = principal_entity.uid();
+    let resource = uid(&types.resource, gateway);
+    let mut entities = vec![
+        principal_entity,
+        Entity::new_no_attrs(group.clone(), Default::default()),
+        Entity::new_no_attrs(resource.clone(), Default::default()),
+    ];
+    let mut requests = Vec::with_capacity(tools.len());
+    for tool in tools {
+        let action = uid(&types.action, tool);
+        entities.push(Entity::new_no_attrs(
+            action.clone(),
+            [group.clone()].into_iter().collect(),
+        ));
+        let request = Request::builder()
+            .principal(principal_uid.clone())
+            .action(action)
+            .resource(resource.clone())
+            .build();
+        requests.push(request);
+    }
+    // The same tool twice would be the same entity twice, which Cedar refuses.
+    let entities = Entities::empty()
+        .add_entities(entities, None)
+        .map_err(|e| e.to_string())?;
+    Ok((entities, requests))
+}
+
+/// Whether a policy with this action scope can apply to a call of `tool` (every tool action is
+/// in `CallTool`, and in nothing else).
+pub fn scope_may_match(scope: &cedar_policy::ActionConstraint, tool: &str) -> bool {
+    let names = |uid: &EntityUid| {
+        uid.type_name().to_string() == ACTION_TYPE
+            && (uid.id().unescaped() == tool || uid.id().unescaped() == CALL_TOOL)
+    };
+    match scope {
+        cedar_policy::ActionConstraint::Any => true,
+        cedar_policy::ActionConstraint::Eq(uid) => {
+            uid.type_name().to_string() == ACTION_TYPE && uid.id().unescaped() == tool
+        }
+        cedar_policy::ActionConstraint::In(uids) => uids.iter().any(names),
+    }
 }
 
 /// A claim as an AgentCore principal tag: strings as they are, numbers and booleans as their
@@ -41,16 +123,15 @@ pub fn request(
     gateway: &str,
     input: Option<&Map<String, Value>>,
 ) -> Result<(Request, Entities), String> {
-    let principal = uid(PRINCIPAL_TYPE, &caller.subject)?;
-    let action = uid(ACTION_TYPE, tool)?;
-    let group = uid(ACTION_TYPE, CALL_TOOL)?;
-    let resource = uid(RESOURCE_TYPE, gateway)?;
-    let tags = caller.claims.iter().filter_map(|(name, value)| {
-        tag_value(value).map(|text| (name.clone(), RestrictedExpression::new_string(text)))
-    });
+    let types = types()?;
+    let principal_entity = principal(caller, types)?;
+    let principal = principal_entity.uid();
+    let action = uid(&types.action, tool);
+    let group = uid(&types.action, CALL_TOOL);
+    let resource = uid(&types.resource, gateway);
     let entities = Entities::from_entities(
         [
-            Entity::new_with_tags(principal.clone(), [], [], tags).map_err(|e| e.to_string())?,
+            principal_entity,
             Entity::new_no_attrs(action.clone(), [group.clone()].into_iter().collect()),
             Entity::new_no_attrs(group, Default::default()),
             Entity::new_no_attrs(resource.clone(), Default::default()),

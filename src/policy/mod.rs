@@ -75,6 +75,51 @@ pub struct Verdict {
 struct Loaded {
     set: PolicySet,
     files: usize,
+    /// Each tool's slice of `set`: the policies whose action scope can match it. A policy
+    /// scoped `action == X` cannot decide a call of another tool, so leaving it out changes no
+    /// decision; it makes one decision cost the few policies about that tool instead of all.
+    /// Filled on first use per tool; a reload starts a new `Loaded`.
+    slices: parking_lot::Mutex<std::collections::HashMap<String, Arc<Slice>>>,
+}
+
+/// The policies that may apply to one tool.
+struct Slice {
+    set: PolicySet,
+    /// Whether any of them permits: without one, the call is denied whatever the input.
+    has_permit: bool,
+}
+
+impl Loaded {
+    fn new(set: PolicySet, files: usize) -> Loaded {
+        Loaded {
+            set,
+            files,
+            slices: parking_lot::Mutex::default(),
+        }
+    }
+
+    fn slice(&self, tool: &str) -> Arc<Slice> {
+        if let Some(slice) = self.slices.lock().get(tool) {
+            return slice.clone();
+        }
+        let mut set = PolicySet::new();
+        let mut has_permit = false;
+        for policy in self.set.policies() {
+            if entities::scope_may_match(&policy.action_constraint(), tool) {
+                has_permit |= policy.effect() == cedar_policy::Effect::Permit;
+                // Ids are unique in `self.set`, so adding to a fresh set cannot clash.
+                let _ = set.add(policy.clone());
+            }
+        }
+        let slice = Arc::new(Slice { set, has_permit });
+        let mut slices = self.slices.lock();
+        // Bounded by the catalog's tool names in practice; a guard against unbounded names.
+        if slices.len() > 100_000 {
+            slices.clear();
+        }
+        slices.insert(tool.to_string(), slice.clone());
+        slice
+    }
 }
 
 /// The policies in force, hot-swappable.
@@ -100,7 +145,7 @@ impl Policies {
         let (set, files) = load::load_dir(&config.dir)?;
         Ok(Policies {
             config,
-            current: ArcSwap::from_pointee(Loaded { set, files }),
+            current: ArcSwap::from_pointee(Loaded::new(set, files)),
             authorizer: Authorizer::new(),
         })
     }
@@ -115,7 +160,7 @@ impl Policies {
     pub fn reload(&self) -> Result<usize, Vec<PolicyProblem>> {
         let (set, files) = load::load_dir(&self.config.dir)?;
         let count = set.policies().count();
-        self.current.store(Arc::new(Loaded { set, files }));
+        self.current.store(Arc::new(Loaded::new(set, files)));
         Ok(count)
     }
 
@@ -131,12 +176,12 @@ impl Policies {
 
     /// Decides one `tools/call`, logging and counting the decision.
     pub fn authorize(&self, caller: &Caller, tool: &str, input: &Map<String, Value>) -> Verdict {
-        let loaded = self.current.load();
+        let slice = self.current.load().slice(tool);
         let verdict = match entities::request(caller, tool, &self.config.gateway, Some(input)) {
             Ok((request, entities)) => {
                 let response = self
                     .authorizer
-                    .is_authorized(&request, &loaded.set, &entities);
+                    .is_authorized(&request, &slice.set, &entities);
                 for error in response.diagnostics().errors() {
                     // A policy that errs is skipped by Cedar (it neither permits nor forbids).
                     tracing::warn!(%error, tool, "a Cedar policy failed to evaluate");
@@ -179,10 +224,51 @@ impl Policies {
         if self.config.mode == PolicyMode::LogOnly {
             return true;
         }
-        let loaded = self.current.load();
+        let slice = self.current.load().slice(tool);
+        if !slice.has_permit {
+            return false;
+        }
         match entities::request(caller, tool, &self.config.gateway, None) {
-            Ok((request, entities)) => self.may_permit(&request, &loaded.set, &entities),
+            Ok((request, entities)) => self.may_permit(&request, &slice.set, &entities),
             Err(_) => false,
+        }
+    }
+
+    /// [`Policies::may_list`] for many tools at once (a `tools/list` page): the entities are
+    /// built once, each tool costs one partial evaluation.
+    pub fn listable(&self, caller: &Caller, tools: &[&str]) -> Vec<bool> {
+        if self.config.mode == PolicyMode::LogOnly {
+            return vec![true; tools.len()];
+        }
+        let loaded = self.current.load();
+        let slices: Vec<Arc<Slice>> = tools.iter().map(|tool| loaded.slice(tool)).collect();
+        // Tools no permit can reach are out without building anything.
+        let candidates: Vec<&str> = tools
+            .iter()
+            .zip(&slices)
+            .filter(|(_, slice)| slice.has_permit)
+            .map(|(tool, _)| *tool)
+            .collect();
+        if candidates.is_empty() {
+            return vec![false; tools.len()];
+        }
+        match entities::listing(caller, &candidates, &self.config.gateway) {
+            Ok((entities, requests)) => {
+                let mut requests = requests.into_iter();
+                slices
+                    .iter()
+                    .map(|slice| {
+                        slice.has_permit
+                            && requests.next().is_some_and(|request| {
+                                self.may_permit(&request, &slice.set, &entities)
+                            })
+                    })
+                    .collect()
+            }
+            Err(reason) => {
+                tracing::warn!(%reason, "the listing cannot be put to the policies; nothing listed");
+                vec![false; tools.len()]
+            }
         }
     }
 

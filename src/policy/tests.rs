@@ -95,6 +95,10 @@ fn listing_leaves_out_only_what_can_never_be_permitted() {
     assert!(policies.may_list(&finance, "refunds___process_refund"));
     assert!(!policies.may_list(&engineering, "refunds___process_refund"));
     assert!(!policies.may_list(&finance, "refunds___list"));
+    // The page form agrees tool by tool.
+    let page = ["refunds___process_refund", "refunds___list"];
+    assert_eq!(policies.listable(&finance, &page), [true, false]);
+    assert_eq!(policies.listable(&engineering, &page), [false, false]);
 }
 
 #[test]

@@ -139,6 +139,11 @@ pub fn policy_decided(
         .increment(1);
 }
 
+/// A call refused by rate-limit rule `rule` (its position in the config: a bounded label).
+pub fn rate_limited(rule: usize) {
+    metrics::counter!("portcullis_rate_limited_total", "rule" => rule.to_string()).increment(1);
+}
+
 /// A request refused by the authentication layer; `reason` is a bounded label.
 pub fn auth_refused(reason: &'static str) {
     metrics::counter!("portcullis_auth_refused_total", "reason" => reason).increment(1);
