@@ -112,6 +112,19 @@ impl GatewayState {
         }
     }
 
+    /// Lists discovered tools again (`refreshSeconds`): the catalog is reloaded, and live
+    /// sessions are told only if the tools changed.
+    pub async fn refresh_catalog(&self) {
+        let previous = self.catalog.load_full();
+        let (catalog, problems) = load_catalog(&self.config, &previous, &self.transport).await;
+        if catalog.same_tools(&previous) {
+            return;
+        }
+        log_catalog(&catalog, &problems, "catalog refreshed");
+        self.catalog.store(Arc::new(catalog));
+        self.mcp.sessions.notify_tools_changed().await;
+    }
+
     /// Reloads the catalog from disk, swaps it in and tells live sessions.
     pub async fn reload_catalog(&self) {
         let previous = self.catalog.load_full();
@@ -333,6 +346,18 @@ impl Gateway {
         } else {
             None
         };
+        // Discovered tools are listed again as often as the most eager target asks; with none,
+        // the loop only looks again after a while (a reload may add one).
+        let refresh_state = self.state.clone();
+        let refresher_of_tools = tokio::spawn(async move {
+            loop {
+                let every = refresh_state.catalog.load().refresh_interval();
+                tokio::time::sleep(every.unwrap_or(std::time::Duration::from_secs(60))).await;
+                if every.is_some() {
+                    refresh_state.refresh_catalog().await;
+                }
+            }
+        });
         let _policy_watcher = match self.state.mcp.pipeline.policies() {
             Some(policies) => {
                 let dir = policies.config().dir.clone();
@@ -367,6 +392,7 @@ impl Gateway {
             .await
             .map_err(StartError::Serve);
         refresher.abort();
+        refresher_of_tools.abort();
         metrics_upkeep.abort();
         if let Some(purger) = purger {
             purger.abort();

@@ -11,16 +11,34 @@ mod support {
     pub mod upstream_mcp;
 }
 
+/// A client that reports each `notifications/tools/list_changed` on a channel.
+#[derive(Clone)]
+struct Listener {
+    changed: mpsc::UnboundedSender<()>,
+}
+
+impl ClientHandler for Listener {
+    async fn on_tool_list_changed(&self, _context: NotificationContext<RoleClient>) {
+        let _ = self.changed.send(());
+    }
+
+    fn get_info(&self) -> ListenerConfig {
+        ListenerConfig::default()
+    }
+}
+
 use rmcp::ServiceExt;
 use rmcp::model::ClientConfig;
-use rmcp::service::{RoleClient, RunningService};
+use rmcp::service::{NotificationContext, RoleClient, RunningService};
 use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use rmcp::{ClientHandler, model::ClientConfig as ListenerConfig};
 use serde_json::{Value, json};
 use support::gateway::{Setup, TestGateway, write_json};
 use support::idp::Idp;
 use support::mcp::{call, text_of};
 use support::upstream_mcp::Upstream;
+use tokio::sync::mpsc;
 
 struct World {
     idp: Idp,
@@ -234,4 +252,32 @@ async fn validate_reports_a_skipped_upstream_tool_with_its_place() {
         "{problems:?}"
     );
     assert!(problems[0].contains("skipped"), "{problems:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovered_tools_are_listed_again_and_sessions_are_told() {
+    let world = world(json!({"refreshSeconds": 1})).await;
+    let (changed, mut changes) = mpsc::unbounded_channel();
+    let transport = StreamableHttpClientTransport::from_config(
+        StreamableHttpClientTransportConfig::with_uri(world.gateway.mcp_url())
+            .auth_header(world.gateway.token(&world.idp).await),
+    );
+    let listener = Listener { changed }.serve(transport).await.unwrap();
+    world.upstream.add_tool("fresh").await;
+    // Event-driven: the gateway announces the change once its refresh found it. The bound
+    // only turns a hang into a failure.
+    tokio::time::timeout(std::time::Duration::from_secs(30), changes.recv())
+        .await
+        .expect("no tools/list_changed within 30 s")
+        .unwrap();
+    let names: Vec<String> = listener
+        .list_all_tools()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name.to_string())
+        .collect();
+    assert!(names.contains(&"up___fresh".to_string()), "{names:?}");
+    let result = call(&world.client, "up___whoami", json!({})).await;
+    assert_eq!(result.is_error, Some(false), "{}", text_of(&result));
 }

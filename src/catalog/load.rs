@@ -247,6 +247,7 @@ pub async fn load_file(path: &Path, transport: &Transport) -> Result<LoadedFile,
         &BuildInput {
             section,
             tools: &specs,
+            listed: !list.written && matches!(kind.tools, targets::ToolSource::FileOrListed(_)),
             transport,
         },
         &mut kind_problems,

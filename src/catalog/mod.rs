@@ -124,6 +124,24 @@ impl Catalog {
         self.search.as_ref()
     }
 
+    /// The shortest refresh interval any target asks for (DESIGN 2.8 `refreshSeconds`).
+    pub fn refresh_interval(&self) -> Option<std::time::Duration> {
+        self.targets()
+            .filter_map(|target| target.runtime.refresh_every())
+            .min()
+    }
+
+    /// Whether `other` lists exactly the same tools (names and definitions), so that a refresh
+    /// that found no change need not tell every session.
+    pub fn same_tools(&self, other: &Catalog) -> bool {
+        self.tools.len() == other.tools.len()
+            && self
+                .tools
+                .iter()
+                .zip(&other.tools)
+                .all(|((a, ta), (b, tb))| a == b && ta.listing == tb.listing)
+    }
+
     pub fn get(&self, qualified_name: &str) -> Option<&Arc<CatalogTool>> {
         self.tools.get(qualified_name)
     }

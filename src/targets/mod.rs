@@ -45,6 +45,12 @@ pub trait Target: Send + Sync + fmt::Debug {
         None
     }
 
+    /// How often the target's tools should be listed again (an MCP server's discovered
+    /// tools, `refreshSeconds`); `None` when they change only with the file.
+    fn refresh_every(&self) -> Option<std::time::Duration> {
+        None
+    }
+
     /// Runs one tool. `credential` goes on the request as it is; the answer says whether the
     /// target refused it, so that the pipeline can refresh once and retry.
     fn invoke<'a>(
@@ -159,6 +165,9 @@ pub struct BuildInput<'a> {
     /// The kind's section of the target file (`"http": {...}`).
     pub section: &'a Value,
     pub tools: &'a [ToolSpec<'a>],
+    /// The tools were listed by the target itself (`ToolSource::FileOrListed` without a
+    /// written list), so they may change without the file changing.
+    pub listed: bool,
     pub transport: &'a Transport,
 }
 

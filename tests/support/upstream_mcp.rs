@@ -43,6 +43,7 @@ pub struct Upstream {
     pub seen: Arc<Mutex<Vec<Seen>>>,
     /// Answer 401 to this many more requests (a token revoked at the provider).
     pub reject_next: Arc<Mutex<usize>>,
+    added: Arc<Mutex<Vec<Tool>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -96,8 +97,12 @@ fn tools() -> Vec<Tool> {
     ]
 }
 
-#[derive(Clone)]
-struct Handler;
+/// The server's tools beyond the fixed ones; a test may add one (and the server then sends
+/// `notifications/tools/list_changed` nowhere: the gateway finds out by listing again).
+#[derive(Clone, Default)]
+struct Handler {
+    added: Arc<Mutex<Vec<Tool>>>,
+}
 
 fn header(context: &RequestContext<RoleServer>, name: &str) -> Option<String> {
     context
@@ -134,7 +139,8 @@ impl ServerHandler for Handler {
         let start: usize = request
             .and_then(|r| r.cursor)
             .map_or(0, |c| c.parse().unwrap());
-        let all = tools();
+        let mut all = tools();
+        all.extend(self.added.lock().await.iter().cloned());
         let end = (start + PAGE).min(all.len());
         let mut result = ListToolsResult::with_all_items(all[start..end].to_vec());
         result.next_cursor = (end < all.len()).then(|| end.to_string());
@@ -246,8 +252,10 @@ impl Upstream {
         let url = format!("http://{}/mcp", listener.local_addr().unwrap());
         let seen = Arc::new(Mutex::new(Vec::new()));
         let reject_next = Arc::new(Mutex::new(0));
+        let handler = Handler::default();
+        let added = handler.added.clone();
         let service = StreamableHttpService::new(
-            || Ok(Handler),
+            move || Ok(handler.clone()),
             Arc::new(LocalSessionManager::default()),
             StreamableHttpServerConfig::default(),
         );
@@ -269,8 +277,18 @@ impl Upstream {
             url,
             seen,
             reject_next,
+            added,
             task,
         }
+    }
+
+    /// Adds a tool named `name` to the server's `tools/list`.
+    pub async fn add_tool(&self, name: &str) {
+        self.added.lock().await.push(Tool::new_with_raw(
+            name.to_string(),
+            Some("Added while the gateway runs.".into()),
+            object(json!({"type": "object"})),
+        ));
     }
 
     /// The distinct `Mcp-Session-Id`s the server was sent.

@@ -42,6 +42,8 @@ pub const KIND: Kind = Kind {
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Upstream sessions kept per target when the file does not say (`maxSessions`).
 const DEFAULT_MAX_SESSIONS: usize = 1_000;
+/// How often discovered tools are listed again when the file does not say (`refreshSeconds`).
+const DEFAULT_REFRESH: Duration = Duration::from_secs(300);
 /// An upstream session unused this long is closed.
 const IDLE: Duration = Duration::from_secs(300);
 
@@ -52,6 +54,7 @@ struct Spec {
     url: String,
     timeout_ms: Option<u64>,
     max_sessions: Option<usize>,
+    refresh_seconds: Option<u64>,
 }
 
 /// The checked section: what both the lister and the target are built from.
@@ -59,6 +62,7 @@ struct Checked {
     url: Url,
     timeout: Duration,
     max_sessions: usize,
+    refresh: Duration,
 }
 
 fn check(section: &serde_json::Value, problems: &mut SpecProblems) -> Option<Checked> {
@@ -89,6 +93,9 @@ fn check(section: &serde_json::Value, problems: &mut SpecProblems) -> Option<Che
             .timeout_ms
             .map_or(DEFAULT_TIMEOUT, Duration::from_millis),
         max_sessions: spec.max_sessions.unwrap_or(DEFAULT_MAX_SESSIONS),
+        refresh: spec
+            .refresh_seconds
+            .map_or(DEFAULT_REFRESH, |s| Duration::from_secs(s.max(1))),
     })
 }
 
@@ -98,6 +105,7 @@ fn build(input: &BuildInput<'_>, problems: &mut SpecProblems) -> Option<Arc<dyn 
     Some(Arc::new(McpServerTarget {
         tools: input.tools.iter().map(|t| t.name.to_string()).collect(),
         timeout: checked.timeout,
+        refresh: input.listed.then_some(checked.refresh),
         sessions: Sessions::new(
             url.clone(),
             input.transport.http.clone(),
@@ -115,6 +123,8 @@ pub struct McpServerTarget {
     /// The server's tool names, by the index the catalog calls them with.
     tools: Vec<String>,
     timeout: Duration,
+    /// Set when the tools were discovered: how often to list them again.
+    refresh: Option<Duration>,
     sessions: Sessions,
 }
 
@@ -132,6 +142,10 @@ impl Target for McpServerTarget {
     /// server is requested for the server's own URL.
     fn resource(&self) -> Option<&str> {
         Some(&self.url)
+    }
+
+    fn refresh_every(&self) -> Option<Duration> {
+        self.refresh
     }
 
     fn invoke<'a>(
