@@ -209,6 +209,24 @@ impl PostgresStore {
         })
     }
 
+    /// The consent record that `statement` (one `record_key = $1` parameter, returning the
+    /// row's `value`) yields, opened; an expired record reads as none. The sealed expiry
+    /// decides, not the clear column (which only serves the purge).
+    async fn consent_by(
+        &self,
+        statement: &str,
+        kind: RecordKind,
+        id: &str,
+    ) -> Result<Option<ConsentRecord>, VaultError> {
+        let record_key = consent_record_key(kind, id);
+        let Some(row) = self.query_opt(statement, &[&record_key]).await? else {
+            return Ok(None);
+        };
+        let envelope: Vec<u8> = row.get(0);
+        let record = self.open_consent(&record_key, &envelope)?;
+        Ok((!record.is_expired(super::unix_now())).then_some(record))
+    }
+
     /// The pool, for tests that look at the raw tables beside the store.
     #[cfg(test)]
     pub(super) async fn raw_client(&self) -> Client {
@@ -339,18 +357,12 @@ impl Store for PostgresStore {
         kind: RecordKind,
         id: &str,
     ) -> Result<Option<ConsentRecord>, VaultError> {
-        let record_key = consent_record_key(kind, id);
-        let row = self
-            .query_opt(
-                "SELECT value FROM vault_consents WHERE record_key = $1",
-                &[&record_key],
-            )
-            .await?;
-        let Some(row) = row else { return Ok(None) };
-        let envelope: Vec<u8> = row.get(0);
-        // The sealed expiry decides, not the clear column (which only serves the purge).
-        let record = self.open_consent(&record_key, &envelope)?;
-        Ok((!record.is_expired(super::unix_now())).then_some(record))
+        self.consent_by(
+            "SELECT value FROM vault_consents WHERE record_key = $1",
+            kind,
+            id,
+        )
+        .await
     }
 
     async fn take_consent(
@@ -358,19 +370,14 @@ impl Store for PostgresStore {
         kind: RecordKind,
         id: &str,
     ) -> Result<Option<ConsentRecord>, VaultError> {
-        let record_key = consent_record_key(kind, id);
         // One statement: of concurrent takers on any replica exactly one gets the row back,
         // and the delete is committed before the record is used (DESIGN 3.2 invariant 4).
-        let row = self
-            .query_opt(
-                "DELETE FROM vault_consents WHERE record_key = $1 RETURNING value",
-                &[&record_key],
-            )
-            .await?;
-        let Some(row) = row else { return Ok(None) };
-        let envelope: Vec<u8> = row.get(0);
-        let record = self.open_consent(&record_key, &envelope)?;
-        Ok((!record.is_expired(super::unix_now())).then_some(record))
+        self.consent_by(
+            "DELETE FROM vault_consents WHERE record_key = $1 RETURNING value",
+            kind,
+            id,
+        )
+        .await
     }
 
     async fn swap_consent(
