@@ -53,6 +53,22 @@ impl Caller {
     }
 }
 
+/// A caller of `https://idp.example` with these claims, for unit tests of what reads them.
+#[cfg(test)]
+pub(crate) fn test_caller(subject: &str, claims: serde_json::Value) -> Caller {
+    let serde_json::Value::Object(claims) = claims else {
+        unreachable!("test claims are a JSON object")
+    };
+    Caller {
+        issuer: Arc::from("https://idp.example"),
+        subject: Arc::from(subject),
+        client_id: None,
+        scopes: Arc::from(Vec::<String>::new()),
+        expires_at: 0,
+        claims: Arc::new(claims),
+    }
+}
+
 /// The one spelling of a user's vault key: `issuer#subject`. Stable and unambiguous because an
 /// OIDC issuer never contains `#` (OIDC Discovery 1.0 section 3 forbids fragments), so the key
 /// splits back at the first `#`.

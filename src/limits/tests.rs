@@ -1,21 +1,9 @@
-use std::sync::Arc;
-
 use serde_json::{Value, json};
 
 use super::*;
 
 fn caller(sub: &str, claims: Value) -> Caller {
-    let Value::Object(claims) = claims else {
-        unreachable!()
-    };
-    Caller {
-        issuer: Arc::from("https://idp.example"),
-        subject: Arc::from(sub),
-        client_id: None,
-        scopes: Arc::from(Vec::<String>::new()),
-        expires_at: 0,
-        claims: Arc::new(claims),
-    }
+    crate::inbound::test_caller(sub, claims)
 }
 
 fn per_minute(tools: &str, calls: u32) -> RateLimitRule {

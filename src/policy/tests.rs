@@ -1,7 +1,5 @@
 //! AgentCore Gateway's documented policy shapes, evaluated on the gateway's entity model.
 
-use std::sync::Arc;
-
 use serde_json::{Map, Value, json};
 
 use super::*;
@@ -21,17 +19,7 @@ fn policies(text: &str, mode: PolicyMode) -> (tempfile::TempDir, Policies) {
 }
 
 fn caller(sub: &str, claims: Value) -> Caller {
-    let Value::Object(claims) = claims else {
-        unreachable!()
-    };
-    Caller {
-        issuer: Arc::from("https://idp.example"),
-        subject: Arc::from(sub),
-        client_id: None,
-        scopes: Arc::from(Vec::<String>::new()),
-        expires_at: 0,
-        claims: Arc::new(claims),
-    }
+    crate::inbound::test_caller(sub, claims)
 }
 
 fn input(value: Value) -> Map<String, Value> {
