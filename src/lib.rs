@@ -115,21 +115,23 @@ impl GatewayState {
     /// Lists discovered tools again (`refreshSeconds`): the catalog is reloaded, and live
     /// sessions are told only if the tools changed.
     pub async fn refresh_catalog(&self) {
-        let previous = self.catalog.load_full();
-        let (catalog, problems) = load_catalog(&self.config, &previous, &self.transport).await;
-        if catalog.same_tools(&previous) {
-            return;
-        }
-        log_catalog(&catalog, &problems, "catalog refreshed");
-        self.catalog.store(Arc::new(catalog));
-        self.mcp.sessions.notify_tools_changed().await;
+        self.swap_catalog(false, "catalog refreshed").await;
     }
 
     /// Reloads the catalog from disk, swaps it in and tells live sessions.
     pub async fn reload_catalog(&self) {
+        self.swap_catalog(true, "catalog reloaded").await;
+    }
+
+    /// Loads a new catalog over the current one and tells live sessions; with `always` false,
+    /// an unchanged tool list changes nothing (not even the log).
+    async fn swap_catalog(&self, always: bool, message: &'static str) {
         let previous = self.catalog.load_full();
         let (catalog, problems) = load_catalog(&self.config, &previous, &self.transport).await;
-        log_catalog(&catalog, &problems, "catalog reloaded");
+        if !always && catalog.same_tools(&previous) {
+            return;
+        }
+        log_catalog(&catalog, &problems, message);
         self.catalog.store(Arc::new(catalog));
         self.mcp.sessions.notify_tools_changed().await;
     }

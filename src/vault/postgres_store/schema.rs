@@ -14,8 +14,7 @@ use deadpool_postgres::Transaction;
 
 use super::{PostgresStore, TABLES};
 use crate::vault::VaultError;
-use crate::vault::seal::{self, SealError};
-use crate::vault::sled_store::{CANARY_KEY, CANARY_TEXT, META, describe};
+use crate::vault::sled_store::{CANARY_KEY, CANARY_TEXT, META, canary_holds, describe};
 
 /// The advisory lock key of the migration step: a fixed 64-bit number ("portcul" in ASCII),
 /// the same in every replica and unlikely to collide with an application sharing the database.
@@ -139,20 +138,7 @@ impl PostgresStore {
         if let Some(row) = row {
             let envelope: Vec<u8> = row.get(0);
             let keyring = self.inner.keyring.read();
-            return match seal::open(&keyring, META, CANARY_KEY, &envelope) {
-                Ok(text) if text.as_slice() == CANARY_TEXT => Ok(()),
-                Err(SealError::UnknownKeyId(id)) => Err(mismatch(format!(
-                    "the vault is sealed with key id {id}, the key holds key ids {:?}",
-                    keyring.key_ids()
-                ))),
-                Err(SealError::UnknownVersion(version)) => Err(mismatch(format!(
-                    "the vault uses format version {version}, unknown to this build"
-                ))),
-                _ => Err(mismatch(
-                    "it cannot open the vault's canary record; use the key this vault was created with"
-                        .to_string(),
-                )),
-            };
+            return canary_holds(&keyring, &envelope).map_err(mismatch);
         }
         for (table, tree) in TABLES {
             let row = transaction

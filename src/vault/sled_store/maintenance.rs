@@ -18,20 +18,7 @@ impl Inner {
         };
         let keyring = self.keyring.read();
         if let Some(envelope) = self.meta.get(CANARY_KEY)? {
-            return match seal::open(&keyring, META, CANARY_KEY, &envelope) {
-                Ok(text) if text.as_slice() == CANARY_TEXT => Ok(()),
-                Err(SealError::UnknownKeyId(id)) => Err(mismatch(format!(
-                    "the vault is sealed with key id {id}, the key holds key ids {:?}",
-                    keyring.key_ids()
-                ))),
-                Err(SealError::UnknownVersion(version)) => Err(mismatch(format!(
-                    "the vault uses format version {version}, unknown to this build"
-                ))),
-                _ => Err(mismatch(
-                    "it cannot open the vault's canary record; use the key this vault was created with"
-                        .to_string(),
-                )),
-            };
+            return canary_holds(&keyring, &envelope).map_err(mismatch);
         }
         // No canary yet: a new vault. If records exist anyway, the key must open them.
         for (tree_name, tree) in self.trees() {
@@ -129,5 +116,24 @@ impl SledStore {
             Ok(records)
         })
         .await
+    }
+}
+
+/// Whether `envelope` is the canary sealed under `keyring`, and if not, why (the same words for
+/// every backend: which key ids, which format version, or a key that is simply not this vault's).
+pub(crate) fn canary_holds(keyring: &crate::vault::Keyring, envelope: &[u8]) -> Result<(), String> {
+    match seal::open(keyring, META, CANARY_KEY, envelope) {
+        Ok(text) if text.as_slice() == CANARY_TEXT => Ok(()),
+        Err(SealError::UnknownKeyId(id)) => Err(format!(
+            "the vault is sealed with key id {id}, the key holds key ids {:?}",
+            keyring.key_ids()
+        )),
+        Err(SealError::UnknownVersion(version)) => Err(format!(
+            "the vault uses format version {version}, unknown to this build"
+        )),
+        _ => Err(
+            "it cannot open the vault's canary record; use the key this vault was created with"
+                .to_string(),
+        ),
     }
 }

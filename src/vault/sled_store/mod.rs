@@ -36,6 +36,7 @@ use zeroize::Zeroizing;
 use super::keyring::{Keyring, create_private_dir};
 mod keys;
 mod maintenance;
+pub(crate) use maintenance::canary_holds;
 
 use self::keys::encode_parts;
 pub(super) use self::keys::{
