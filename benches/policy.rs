@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use portcullis::inbound::Caller;
-use portcullis::policy::{Policies, PolicyConfig, PolicyMode};
+use portcullis::policy::{Policies, PolicyConfig, PolicyMode, ToolShape};
 use serde_json::{Map, Value, json};
 
 const POLICIES: usize = 100;
@@ -82,9 +82,17 @@ fn main() {
         unreachable!()
     };
     let input: Map<String, Value> = input;
+    let Value::Object(input_schema) = json!({"type": "object", "properties": {
+        "amount": {"type": "integer"}, "order": {"type": "string"}, "reason": {"type": "string"}}})
+    else {
+        unreachable!()
+    };
 
     // One decision: a permitted call (the policy that matches is in the middle of the set).
-    let tool = "t3___tool3";
+    let tool = ToolShape {
+        name: "t3___tool3",
+        input_schema: &input_schema,
+    };
     assert!(policies.authorize(&caller, tool, &input).permitted);
     let mut samples = Vec::with_capacity(CALLS);
     for _ in 0..CALLS {

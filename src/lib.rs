@@ -88,6 +88,23 @@ pub enum StartError {
     },
 }
 
+/// The catalog's tools as the Cedar schema sees them (DESIGN 2.10).
+pub fn tool_shapes(catalog: &Catalog) -> impl Iterator<Item = policy::ToolShape<'_>> {
+    catalog.tools().map(|tool| policy::ToolShape {
+        name: &tool.qualified_name,
+        input_schema: &tool.listing.input_schema,
+    })
+}
+
+/// Logs every policy that fails Cedar's validation against the catalog's schema. A warning,
+/// not a refusal: a policy about a tool that is gone for now must not stop every other
+/// decision; `portcullis validate` fails on the same problems.
+fn warn_policy_schema_problems(policies: &policy::Policies, catalog: &Catalog) {
+    for problem in policies.validate(tool_shapes(catalog)) {
+        tracing::warn!(%problem, "a policy does not validate against the catalog's Cedar schema");
+    }
+}
+
 fn render_policy_problems(problems: &[policy::PolicyProblem]) -> String {
     problems
         .iter()
@@ -103,7 +120,10 @@ impl GatewayState {
             return;
         };
         match policies.reload() {
-            Ok(count) => tracing::info!(policies = count, "policies reloaded"),
+            Ok(count) => {
+                tracing::info!(policies = count, "policies reloaded");
+                warn_policy_schema_problems(policies, &self.catalog.load());
+            }
             Err(problems) => {
                 for problem in &problems {
                     tracing::warn!(%problem, "policy file problem; the policies in force stay");
@@ -132,6 +152,9 @@ impl GatewayState {
             return;
         }
         log_catalog(&catalog, &problems, message);
+        if let Some(policies) = self.mcp.pipeline.policies() {
+            warn_policy_schema_problems(policies, &catalog);
+        }
         self.catalog.store(Arc::new(catalog));
         self.mcp.sessions.notify_tools_changed().await;
     }
@@ -281,6 +304,7 @@ impl Gateway {
                     mode = policy.mode.label(),
                     "policies loaded"
                 );
+                warn_policy_schema_problems(&policies, &catalog);
                 Some(Arc::new(policies))
             }
             None => None,

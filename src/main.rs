@@ -57,6 +57,16 @@ enum Command {
         #[arg(long, global = true)]
         dev: bool,
     },
+    /// Cedar policy tools (DESIGN 2.10).
+    Policy {
+        #[command(subcommand)]
+        action: PolicyAction,
+        #[arg(long, global = true)]
+        config: Option<PathBuf>,
+        /// Read the config as `serve --dev` does.
+        #[arg(long, global = true)]
+        dev: bool,
+    },
     /// Print a token signed by the development issuer (the one `serve --dev` trusts).
     Token {
         /// The user the token is for (`sub`).
@@ -100,6 +110,18 @@ enum VaultAction {
     },
 }
 
+#[derive(Subcommand)]
+enum PolicyAction {
+    /// Print the Cedar schema of the catalog (AgentCore's entity model, one action per tool,
+    /// `context.input` typed from its inputSchema): what `validate` checks policies against,
+    /// for editors and the Cedar CLI.
+    Schema {
+        /// Cedar's JSON schema format instead of its schema syntax.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum BackendArg {
     Sled,
@@ -125,6 +147,11 @@ fn main() -> ExitCode {
             config,
             dev,
         } => vault(config, dev, action),
+        Command::Policy {
+            action: PolicyAction::Schema { json },
+            config,
+            dev,
+        } => policy_schema(config, dev, json),
         Command::Token {
             sub,
             scopes,
@@ -211,16 +238,18 @@ fn validate(path: Option<PathBuf>, dev: bool) -> Result<(), Failure> {
         &transport,
     ));
     let policy_problems = match &config.policy {
-        Some(policy) => match portcullis::policy::Policies::check(policy) {
-            Ok((files, count)) => {
-                println!(
-                    "ok: {count} policy(ies) in {files} file(s) in {}",
-                    policy.dir.display()
-                );
-                vec![]
+        Some(policy) => {
+            match portcullis::policy::Policies::check(policy, portcullis::tool_shapes(&catalog)) {
+                Ok((files, count)) => {
+                    println!(
+                        "ok: {count} policy(ies) in {files} file(s) in {}",
+                        policy.dir.display()
+                    );
+                    vec![]
+                }
+                Err(problems) => problems,
             }
-            Err(problems) => problems,
-        },
+        }
         None => vec![],
     };
     if problems.is_empty() && policy_problems.is_empty() {
@@ -245,6 +274,29 @@ fn validate(path: Option<PathBuf>, dev: bool) -> Result<(), Failure> {
         eprintln!("{} problem(s) in policy files", policy_problems.len());
     }
     Err(Failure::Reported)
+}
+
+/// Loads the catalog as `validate` does and prints its Cedar schema. Target-file problems go
+/// to stderr (their tools are missing from the schema) without failing the command.
+fn policy_schema(path: Option<PathBuf>, dev: bool, json: bool) -> Result<(), Failure> {
+    let config = Config::load(path.as_deref(), dev)?;
+    let transport = portcullis::targets::Transport::new()?;
+    let (catalog, problems) = runtime(false)?.block_on(portcullis::load_catalog(
+        &config,
+        &Catalog::default(),
+        &transport,
+    ));
+    for problem in &problems {
+        eprintln!("warning: {problem}");
+    }
+    let shapes = portcullis::tool_shapes(&catalog);
+    let text = if json {
+        serde_json::to_string_pretty(&portcullis::policy::schema_json(shapes))?
+    } else {
+        portcullis::policy::schema_text(shapes)?
+    };
+    println!("{text}");
+    Ok(())
 }
 
 fn token(

@@ -40,7 +40,7 @@ when { principal.hasTag("groups") && principal.getTag("groups") like "*\"staff\"
 
 @id("no-interns")
 forbid(principal, action in AgentCore::Action::"CallTool", resource)
-unless { !(principal.hasTag("role")) || principal.getTag("role") != "intern" };
+when { principal.hasTag("role") && principal.getTag("role") == "intern" };
 "#;
 
 /// A backend that answers every request and counts them.
@@ -324,4 +324,72 @@ async fn a_burst_over_a_rate_limit_is_refused_with_the_delay_and_other_users_are
     let refund = call(&alice, "refunds___process_refund", json!({"amount": 10})).await;
     assert_ne!(refund.is_error, Some(true), "{}", text_of(&refund));
     assert_eq!(world.calls(), 4);
+}
+
+#[test]
+fn policy_schema_prints_the_catalog_schema_and_validate_checks_policies_against_it() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("policies")).unwrap();
+    std::fs::create_dir_all(dir.path().join("targets")).unwrap();
+    std::fs::write(
+        dir.path().join("targets/refunds.json"),
+        refunds_target("http://127.0.0.1:9").to_string(),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("policies/refunds.cedar"), POLICIES).unwrap();
+    std::fs::write(
+        dir.path().join("portcullis.toml"),
+        "[server]\nlisten = \"127.0.0.1:0\"\n[policy]\ndir = \"policies\"\n",
+    )
+    .unwrap();
+    let args = ["--dev", "--config", "portcullis.toml"];
+
+    // The schema is Cedar's own syntax, one action per tool with its typed input.
+    let (code, schema, stderr) =
+        support::binary::run(&[&["policy", "schema"][..], &args].concat(), dir.path());
+    assert_eq!(code, 0, "{stderr}");
+    let (parsed, _warnings) = cedar_policy::Schema::from_cedarschema_str(&schema)
+        .unwrap_or_else(|e| panic!("not a Cedar schema: {e}\n{schema}"));
+    let actions: Vec<String> = parsed
+        .actions()
+        .map(|a| a.id().unescaped().to_string())
+        .collect();
+    for tool in [
+        "refunds___process_refund",
+        "refunds___list_refunds",
+        "CallTool",
+        "Mcp",
+    ] {
+        assert!(
+            actions.iter().any(|a| a == tool),
+            "{tool} missing: {actions:?}"
+        );
+    }
+    assert!(schema.contains("amount: __cedar::Long"), "{schema}");
+    let (code, json_schema, _) = support::binary::run(
+        &[&["policy", "schema", "--json"][..], &args].concat(),
+        dir.path(),
+    );
+    assert_eq!(code, 0);
+    let json_schema: Value = serde_json::from_str(&json_schema).unwrap();
+    assert!(json_schema["AgentCore"]["actions"]["refunds___purge_refunds"].is_object());
+
+    // The test policies validate; a typo in a tool name or an input does not.
+    let validate = [&["validate"][..], &args].concat();
+    let (code, stdout, stderr) = support::binary::run(&validate, dir.path());
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    std::fs::write(
+        dir.path().join("policies/typos.cedar"),
+        "permit(principal, action == AgentCore::Action::\"refunds___process_refnd\", resource);\n\
+         permit(principal, action == AgentCore::Action::\"refunds___process_refund\", resource)\n  \
+         when { context.input.amont < 5 };\n",
+    )
+    .unwrap();
+    let (code, _, stderr) = support::binary::run(&validate, dir.path());
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("typos.cedar:1:"), "{stderr}");
+    assert!(stderr.contains("refunds___process_refnd"), "{stderr}");
+    assert!(stderr.contains("typos.cedar:3:"), "{stderr}");
+    assert!(stderr.contains("amont"), "{stderr}");
+    assert!(stderr.contains("2 problem(s) in policy files"), "{stderr}");
 }

@@ -160,7 +160,14 @@ impl CallPipeline {
         // 2. The policies decide on the validated arguments, before any credential is fetched.
         if let Some(policies) = &self.policies
             && !policies
-                .authorize(caller, &tool.qualified_name, &args)
+                .authorize(
+                    caller,
+                    crate::policy::ToolShape {
+                        name: &tool.qualified_name,
+                        input_schema: &tool.listing.input_schema,
+                    },
+                    &args,
+                )
                 .proceed
         {
             return CallOutcome::PolicyDenied;

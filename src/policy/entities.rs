@@ -6,13 +6,15 @@ use std::sync::OnceLock;
 use cedar_policy::{
     Context, Entities, Entity, EntityId, EntityTypeName, EntityUid, Request, RestrictedExpression,
 };
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 const PRINCIPAL_TYPE: &str = "AgentCore::OAuthUser";
 const ACTION_TYPE: &str = "AgentCore::Action";
 const RESOURCE_TYPE: &str = "AgentCore::Gateway";
 /// The action group every tool action belongs to.
 pub const CALL_TOOL: &str = "CallTool";
+/// The group `CallTool` belongs to: AgentCore's action hierarchy is tool -> `CallTool` -> `Mcp`.
+pub const MCP_GROUP: &str = "Mcp";
 
 /// The three entity type names, parsed once.
 struct Types {
@@ -61,11 +63,8 @@ pub fn listing(
     let principal_entity = principal(caller, types)?;
     let principal_uid = principal_entity.uid();
     let resource = uid(&types.resource, gateway);
-    let mut entities = vec![
-        principal_entity,
-        Entity::new_no_attrs(group.clone(), Default::default()),
-        Entity::new_no_attrs(resource.clone(), Default::default()),
-    ];
+    let mut entities = vec![principal_entity, resource_entity(&resource)];
+    entities.extend(groups(types));
     let mut requests = Vec::with_capacity(tools.len());
     for tool in tools {
         let action = uid(&types.action, tool);
@@ -87,12 +86,28 @@ pub fn listing(
     Ok((entities, requests))
 }
 
+/// The action groups: `CallTool` in `Mcp`.
+fn groups(types: &Types) -> [Entity; 2] {
+    let mcp = uid(&types.action, MCP_GROUP);
+    [
+        Entity::new_no_attrs(
+            uid(&types.action, CALL_TOOL),
+            [mcp.clone()].into_iter().collect(),
+        ),
+        Entity::new_no_attrs(mcp, Default::default()),
+    ]
+}
+
+fn resource_entity(resource: &EntityUid) -> Entity {
+    Entity::new_no_attrs(resource.clone(), Default::default())
+}
+
 /// Whether a policy with this action scope can apply to a call of `tool` (every tool action is
-/// in `CallTool`, and in nothing else).
+/// in `CallTool`, which is in `Mcp`, and in nothing else).
 pub fn scope_may_match(scope: &cedar_policy::ActionConstraint, tool: &str) -> bool {
     let names = |uid: &EntityUid| {
         uid.type_name().to_string() == ACTION_TYPE
-            && (uid.id().unescaped() == tool || uid.id().unescaped() == CALL_TOOL)
+            && [tool, CALL_TOOL, MCP_GROUP].contains(&uid.id().unescaped())
     };
     match scope {
         cedar_policy::ActionConstraint::Any => true,
@@ -115,13 +130,14 @@ fn tag_value(value: &Value) -> Option<String> {
     }
 }
 
-/// The request and entities for `caller` calling `tool` on `gateway`. `input: None` leaves
-/// the context unknown (partial evaluation, for `tools/list`).
+/// The request and entities for `caller` calling `tool` on `gateway`; `input` is
+/// `context.input` as [`super::schema::typed_input`] shaped it. `input: None` leaves the
+/// context unknown (partial evaluation, for `tools/list`).
 pub fn request(
     caller: &crate::inbound::Caller,
     tool: &str,
     gateway: &str,
-    input: Option<&Map<String, Value>>,
+    input: Option<Value>,
 ) -> Result<(Request, Entities), String> {
     let types = types()?;
     let principal_entity = principal(caller, types)?;
@@ -129,12 +145,14 @@ pub fn request(
     let action = uid(&types.action, tool);
     let group = uid(&types.action, CALL_TOOL);
     let resource = uid(&types.resource, gateway);
+    let [call_tool, mcp] = groups(types);
     let entities = Entities::from_entities(
         [
             principal_entity,
-            Entity::new_no_attrs(action.clone(), [group.clone()].into_iter().collect()),
-            Entity::new_no_attrs(group, Default::default()),
-            Entity::new_no_attrs(resource.clone(), Default::default()),
+            Entity::new_no_attrs(action.clone(), [group].into_iter().collect()),
+            call_tool,
+            mcp,
+            resource_entity(&resource),
         ],
         None,
     )

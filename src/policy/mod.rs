@@ -19,6 +19,7 @@
 
 mod entities;
 mod load;
+mod schema;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -29,6 +30,7 @@ use serde_json::{Map, Value};
 
 use crate::inbound::Caller;
 pub use load::PolicyProblem;
+pub use schema::{ToolShape, schema_json, schema_text};
 
 /// `[policy]` as validated (DESIGN 2.10).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -150,9 +152,44 @@ impl Policies {
         })
     }
 
-    /// Checks the policy files of `config` without building anything: for `validate`.
-    pub fn check(config: &PolicyConfig) -> Result<(usize, usize), Vec<PolicyProblem>> {
-        load::load_dir(&config.dir).map(|(set, files)| (files, set.policies().count()))
+    /// Checks the policy files of `config` without building anything, and against the Cedar
+    /// schema of `tools` (the catalog): for `validate`, which fails on any problem.
+    pub fn check<'a>(
+        config: &PolicyConfig,
+        tools: impl IntoIterator<Item = ToolShape<'a>>,
+    ) -> Result<(usize, usize), Vec<PolicyProblem>> {
+        let (set, files) = load::load_dir(&config.dir)?;
+        let problems = Self::against_schema(&config.dir, tools);
+        if problems.is_empty() {
+            Ok((files, set.policies().count()))
+        } else {
+            Err(problems)
+        }
+    }
+
+    /// The problems of the policy files against the Cedar schema of `tools`. `serve` logs
+    /// them as warnings at start and after every reload: a policy about a tool that is gone
+    /// for now (its target file broken) must not take every other decision down with it.
+    pub fn validate<'a>(
+        &self,
+        tools: impl IntoIterator<Item = ToolShape<'a>>,
+    ) -> Vec<PolicyProblem> {
+        Self::against_schema(&self.config.dir, tools)
+    }
+
+    fn against_schema<'a>(
+        dir: &std::path::Path,
+        tools: impl IntoIterator<Item = ToolShape<'a>>,
+    ) -> Vec<PolicyProblem> {
+        match schema::schema(tools) {
+            Ok(schema) => load::validate_dir(dir, &schema),
+            Err(message) => vec![PolicyProblem {
+                file: dir.to_path_buf(),
+                line: 0,
+                column: 0,
+                message: format!("the catalog's Cedar schema cannot be built: {message}"),
+            }],
+        }
     }
 
     /// Re-reads the folder. On any problem the policies in force stay, and the problems are
@@ -174,9 +211,20 @@ impl Policies {
         (loaded.files, loaded.set.policies().count())
     }
 
-    /// Decides one `tools/call`, logging and counting the decision.
-    pub fn authorize(&self, caller: &Caller, tool: &str, input: &Map<String, Value>) -> Verdict {
+    /// Decides one `tools/call` of `tool`, whose inputSchema is `input_schema` (it types
+    /// `context.input`, see [`schema`]), logging and counting the decision.
+    pub fn authorize(
+        &self,
+        caller: &Caller,
+        tool: ToolShape<'_>,
+        input: &Map<String, Value>,
+    ) -> Verdict {
+        let ToolShape {
+            name: tool,
+            input_schema,
+        } = tool;
         let slice = self.current.load().slice(tool);
+        let input = schema::typed_input(input_schema, input);
         let verdict = match entities::request(caller, tool, &self.config.gateway, Some(input)) {
             Ok((request, entities)) => {
                 let response = self

@@ -22,6 +22,15 @@ fn caller(sub: &str, claims: Value) -> Caller {
     crate::inbound::test_caller(sub, claims)
 }
 
+/// A tool with no inputSchema properties: arguments reach Cedar as JSON types.
+fn untyped(name: &str) -> ToolShape<'_> {
+    static EMPTY: std::sync::LazyLock<Map<String, Value>> = std::sync::LazyLock::new(Map::new);
+    ToolShape {
+        name,
+        input_schema: &EMPTY,
+    }
+}
+
 fn input(value: Value) -> Map<String, Value> {
     match value {
         Value::Object(map) => map,
@@ -44,30 +53,30 @@ fn the_refund_limit_example_permits_finance_under_500_only() {
     let finance = caller("alice", json!({"department": "finance"}));
     let engineering = caller("bob", json!({"department": "engineering"}));
     let tool = "refunds___process_refund";
-    let ok = policies.authorize(&finance, tool, &input(json!({"amount": 120})));
+    let ok = policies.authorize(&finance, untyped(tool), &input(json!({"amount": 120})));
     assert!(ok.permitted && ok.proceed);
     assert_eq!(ok.policies, ["finance-refunds-under-500"]);
     assert!(
         !policies
-            .authorize(&finance, tool, &input(json!({"amount": 900})))
+            .authorize(&finance, untyped(tool), &input(json!({"amount": 900})))
             .proceed
     );
     assert!(
         !policies
-            .authorize(&engineering, tool, &input(json!({"amount": 5})))
+            .authorize(&engineering, untyped(tool), &input(json!({"amount": 5})))
             .proceed
     );
     // Deny by default: another tool, or no department at all.
     assert!(
         !policies
-            .authorize(&finance, "refunds___list", &input(json!({})))
+            .authorize(&finance, untyped("refunds___list"), &input(json!({})))
             .proceed
     );
     assert!(
         !policies
             .authorize(
                 &caller("carol", json!({})),
-                tool,
+                untyped(tool),
                 &input(json!({"amount": 5}))
             )
             .proceed
@@ -103,15 +112,15 @@ unless { principal.hasTag("role") && principal.getTag("role") == "admin" };
     let args = input(json!({"id": "42"}));
     assert!(
         policies
-            .authorize(&admin, "crm___delete_account", &args)
+            .authorize(&admin, untyped("crm___delete_account"), &args)
             .proceed
     );
-    let denied = policies.authorize(&user, "crm___delete_account", &args);
+    let denied = policies.authorize(&user, untyped("crm___delete_account"), &args);
     assert!(!denied.proceed);
     assert_eq!(denied.policies, ["no-deletes-unless-admin"]);
     assert!(
         policies
-            .authorize(&user, "crm___get_account", &args)
+            .authorize(&user, untyped("crm___get_account"), &args)
             .proceed
     );
     assert!(!policies.may_list(&user, "crm___delete_account"));
@@ -130,12 +139,12 @@ when { principal.hasTag("scope") && principal.getTag("scope") like "*crm:write*"
     let args = input(json!({}));
     assert!(
         policies
-            .authorize(&writer, "crm___update_account", &args)
+            .authorize(&writer, untyped("crm___update_account"), &args)
             .proceed
     );
     assert!(
         !policies
-            .authorize(&reader, "crm___update_account", &args)
+            .authorize(&reader, untyped("crm___update_account"), &args)
             .proceed
     );
 }
@@ -152,19 +161,23 @@ when { context.input has to && context.input.to like "*@example.com" };
         policies
             .authorize(
                 &anyone,
-                "mail___send",
+                untyped("mail___send"),
                 &input(json!({"to": "a@example.com"}))
             )
             .proceed
     );
     assert!(
         !policies
-            .authorize(&anyone, "mail___send", &input(json!({"to": "a@evil.test"})))
+            .authorize(
+                &anyone,
+                untyped("mail___send"),
+                &input(json!({"to": "a@evil.test"}))
+            )
             .proceed
     );
     assert!(
         !policies
-            .authorize(&anyone, "mail___send", &input(json!({})))
+            .authorize(&anyone, untyped("mail___send"), &input(json!({})))
             .proceed
     );
 }
@@ -175,7 +188,7 @@ fn log_only_refuses_nothing_but_reports_the_decision() {
     let engineering = caller("bob", json!({"department": "engineering"}));
     let verdict = policies.authorize(
         &engineering,
-        "refunds___process_refund",
+        untyped("refunds___process_refund"),
         &input(json!({"amount": 5})),
     );
     assert!(!verdict.permitted);
@@ -201,7 +214,7 @@ fn a_broken_reload_keeps_the_policies_in_force() {
         policies
             .authorize(
                 &finance,
-                "refunds___process_refund",
+                untyped("refunds___process_refund"),
                 &input(json!({"amount": 1}))
             )
             .proceed
@@ -213,7 +226,7 @@ fn a_broken_reload_keeps_the_policies_in_force() {
         !policies
             .authorize(
                 &finance,
-                "refunds___process_refund",
+                untyped("refunds___process_refund"),
                 &input(json!({"amount": 1}))
             )
             .proceed
@@ -228,9 +241,103 @@ fn fractional_arguments_are_denied_not_guessed() {
         !policies
             .authorize(
                 &finance,
-                "refunds___process_refund",
+                untyped("refunds___process_refund"),
                 &input(json!({"amount": 1.5}))
             )
             .proceed
     );
+}
+
+fn refund_tool_schema() -> Map<String, Value> {
+    input(json!({
+        "type": "object",
+        "required": ["orderId", "amount"],
+        "properties": {
+            "orderId": {"type": "string"},
+            "amount": {"type": "number"},
+            "reason": {"type": "string"}
+        }
+    }))
+}
+
+const DECIMAL_REFUNDS: &str = r#"
+@id("refunds-below-500")
+permit(principal, action == AgentCore::Action::"refunds___process_refund", resource)
+when { context.input.amount.lessThan(decimal("500.00")) };
+@id("everything-for-admins")
+permit(principal, action in AgentCore::Action::"Mcp", resource)
+when { principal.hasTag("role") && principal.getTag("role") == "admin" };
+"#;
+
+#[test]
+fn number_arguments_are_decimals_as_on_agentcore() {
+    let (_dir, policies) = policies(DECIMAL_REFUNDS, PolicyMode::Enforce);
+    let schema = refund_tool_schema();
+    let refund = ToolShape {
+        name: "refunds___process_refund",
+        input_schema: &schema,
+    };
+    let anyone = caller("carol", json!({}));
+    let decide = |amount: Value| {
+        policies
+            .authorize(
+                &anyone,
+                refund,
+                &input(json!({"orderId": "o-1", "amount": amount})),
+            )
+            .permitted
+    };
+    assert!(decide(json!(450.5)));
+    assert!(decide(json!(499.9999)));
+    assert!(!decide(json!(500)));
+    assert!(!decide(json!(500.01)));
+    assert!(
+        !decide(json!(499.99999)),
+        "not representable: denied, not rounded"
+    );
+    // The action hierarchy is tool -> CallTool -> Mcp.
+    let admin = caller("root", json!({"role": "admin"}));
+    assert!(
+        policies
+            .authorize(&admin, untyped("crm___delete_account"), &input(json!({})))
+            .permitted
+    );
+    assert!(policies.may_list(&admin, "crm___delete_account"));
+}
+
+#[test]
+fn validation_against_the_catalog_schema_names_file_line_and_column() {
+    let schema = refund_tool_schema();
+    let tools = [ToolShape {
+        name: "refunds___process_refund",
+        input_schema: &schema,
+    }];
+    let (dir, policies) = policies(DECIMAL_REFUNDS, PolicyMode::Enforce);
+    assert_eq!(
+        policies.validate(tools),
+        vec![],
+        "a valid set has no problems"
+    );
+
+    // A typo in an input name, a Long compared with a decimal, a tool the catalog lacks.
+    let broken = "permit(principal, action == AgentCore::Action::\"refunds___process_refund\", resource)\n\
+                  when { context.input.ammount.lessThan(decimal(\"1.0\")) };\n\
+                  permit(principal, action == AgentCore::Action::\"refunds___process_refund\", resource)\n\
+                  when { context.input.amount < 500 };\n\
+                  @id(\"ghost\")\n\
+                  permit(principal, action == AgentCore::Action::\"refunds___procces_refund\", resource);\n";
+    std::fs::write(dir.path().join("broken.cedar"), broken).unwrap();
+    let problems = policies.validate(tools);
+    assert_eq!(problems.len(), 3, "{problems:#?}");
+    let text: Vec<String> = problems.iter().map(ToString::to_string).collect();
+    assert!(text[0].contains("broken.cedar:2:"), "{text:?}");
+    assert!(text[0].contains("ammount"), "{text:?}");
+    assert!(text[1].contains("broken.cedar:4:"), "{text:?}");
+    assert!(text[2].contains("broken.cedar:6:"), "{text:?}");
+    assert!(text[2].contains("refunds___procces_refund"), "{text:?}");
+    // check (what `validate` runs) fails on the same problems.
+    let config = policies.config().clone();
+    assert_eq!(Policies::check(&config, tools).unwrap_err().len(), 3);
+    std::fs::remove_file(dir.path().join("broken.cedar")).unwrap();
+    assert_eq!(Policies::check(&config, tools).unwrap(), (1, 2));
 }
