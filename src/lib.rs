@@ -263,26 +263,32 @@ impl Gateway {
         let transport = Transport::new()?;
         let (catalog, problems) = load_catalog(&config, &Catalog::default(), &transport).await;
         log_catalog(&catalog, &problems, "catalog loaded");
-        let identity = if config.providers.is_empty()
+        let needs_identity = !(config.providers.is_empty()
             && config.api_keys.is_empty()
-            && config.identity.access_keys.is_empty()
-        {
-            None
-        } else {
+            && config.identity.access_keys.is_empty());
+        let needs_shared_buckets = config.rate_limits.iter().any(|rule| rule.shared);
+        let vault = if needs_identity || needs_shared_buckets {
             // "Never starts without a key" (DESIGN 2.2): opening fails without one.
-            let store = vault::open_vault(
-                &config.vault,
-                std::env::var(vault::KEY_ENV).ok(),
-                config.dev,
+            Some(
+                vault::open_vault(
+                    &config.vault,
+                    std::env::var(vault::KEY_ENV).ok(),
+                    config.dev,
+                )
+                .await?,
             )
-            .await?
-            .into_store();
-            Some(Arc::new(identity::Identity::new(
+        } else {
+            None
+        };
+        let shared_buckets = vault.as_ref().and_then(vault::Vault::shared_buckets);
+        let identity = match vault {
+            Some(vault) if needs_identity => Some(Arc::new(identity::Identity::new(
                 identity_sections(&config),
-                store,
+                vault.into_store(),
                 keys.clone(),
                 http.clone(),
-            )))
+            ))),
+            _ => None,
         };
         let identity_api = match &identity {
             Some(identity) => identity::api::IdentityApi::new(
@@ -312,7 +318,7 @@ impl Gateway {
         let pipeline = CallPipeline::new(
             identity.clone(),
             policies,
-            limits::RateLimits::new(config.rate_limits.clone()),
+            limits::RateLimits::new(config.rate_limits.clone(), shared_buckets),
             "portcullis".to_string(),
         );
         let catalog = Arc::new(ArcSwap::from_pointee(catalog));

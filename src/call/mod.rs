@@ -174,7 +174,7 @@ impl CallPipeline {
         }
         // A permitted call counts against the caller's rate limits; its permit is held until
         // the call ends (concurrency limits).
-        let _permit = match self.limits.admit(caller, &tool.qualified_name) {
+        let _permit = match self.limits.admit(caller, &tool.qualified_name).await {
             Ok(permit) => permit,
             Err(limited) => {
                 crate::telemetry::rate_limited(limited.rule);

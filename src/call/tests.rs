@@ -147,7 +147,7 @@ fn with_identity(rig: &Rig) -> CallPipeline {
     CallPipeline::new(
         Some(rig.identity.clone()),
         None,
-        RateLimits::new(vec![]),
+        RateLimits::new(vec![], None),
         "portcullis".into(),
     )
 }
@@ -156,7 +156,12 @@ fn with_identity(rig: &Rig) -> CallPipeline {
 async fn invalid_arguments_name_each_failure_and_never_reach_the_target() {
     let target = Arc::new(Recording::new(Behaviour::Echo));
     let tool = tool(target.clone(), None);
-    let pipeline = CallPipeline::new(None, None, RateLimits::new(vec![]), "portcullis".into());
+    let pipeline = CallPipeline::new(
+        None,
+        None,
+        RateLimits::new(vec![], None),
+        "portcullis".into(),
+    );
     let outcome = run(&pipeline, &tool, json!({"msg": 7, "extra": true})).await;
     let CallOutcome::InvalidArguments(failures) = &outcome else {
         panic!("expected invalid arguments, got {outcome:?}")
@@ -176,7 +181,12 @@ async fn invalid_arguments_name_each_failure_and_never_reach_the_target() {
 async fn a_target_without_credentials_runs_once_with_none() {
     let target = Arc::new(Recording::new(Behaviour::Echo));
     let tool = tool(target.clone(), None);
-    let pipeline = CallPipeline::new(None, None, RateLimits::new(vec![]), "portcullis".into());
+    let pipeline = CallPipeline::new(
+        None,
+        None,
+        RateLimits::new(vec![], None),
+        "portcullis".into(),
+    );
     let outcome = run(&pipeline, &tool, json!({"msg": "hi"})).await;
     assert_eq!(
         text(&outcome),
@@ -190,7 +200,12 @@ async fn a_target_without_credentials_runs_once_with_none() {
 async fn a_target_failure_is_typed_not_an_answer() {
     let target = Arc::new(Recording::new(Behaviour::Unreachable));
     let tool = tool(target.clone(), None);
-    let pipeline = CallPipeline::new(None, None, RateLimits::new(vec![]), "portcullis".into());
+    let pipeline = CallPipeline::new(
+        None,
+        None,
+        RateLimits::new(vec![], None),
+        "portcullis".into(),
+    );
     let outcome = run(&pipeline, &tool, json!({"msg": "hi"})).await;
     assert!(
         matches!(
@@ -207,7 +222,12 @@ async fn a_target_failure_is_typed_not_an_answer() {
 async fn a_credential_without_an_identity_section_is_unconfigured_and_nothing_runs() {
     let target = Arc::new(Recording::new(Behaviour::Echo));
     let tool = tool(target.clone(), Some(credentials()));
-    let pipeline = CallPipeline::new(None, None, RateLimits::new(vec![]), "portcullis".into());
+    let pipeline = CallPipeline::new(
+        None,
+        None,
+        RateLimits::new(vec![], None),
+        "portcullis".into(),
+    );
     let outcome = run(&pipeline, &tool, json!({"msg": "hi"})).await;
     assert!(
         matches!(&outcome, CallOutcome::CredentialUnconfigured { provider } if provider == "github"),

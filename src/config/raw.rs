@@ -95,6 +95,7 @@ pub struct RawRateLimit {
     pub requests_per_second: Option<i64>,
     pub requests_per_minute: Option<i64>,
     pub concurrent: Option<i64>,
+    pub shared: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -527,3 +527,27 @@ fn rate_limit_rules_are_checked_with_their_key_paths() {
         assert!(err.contains(expected), "{expected}\n{err}");
     }
 }
+
+#[test]
+fn shared_rate_limits_need_the_postgres_vault_and_a_rate() {
+    let dev = |text: &str| Config::from_toml(text, Path::new("p.toml"), Path::new("."), true);
+    let err = dev("[[rate_limits]]\nrequests_per_minute = 60\nshared = true\n\
+         [[rate_limits]]\nconcurrent = 2\nshared = true\n")
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("rate_limits[0].shared: needs [vault] backend = \"postgres\""),
+        "{err}"
+    );
+    assert!(
+        err.contains("rate_limits[1].shared: shares a rate across replicas"),
+        "{err}"
+    );
+    let config = dev("[[rate_limits]]\nrequests_per_minute = 60\nshared = true\n\
+         [vault]\nbackend = \"postgres\"\nurl_env = \"PORTCULLIS_TEST_SHARED_LIMITS_URL\"\n");
+    // The URL variable is unset here, so the vault section fails; the shared rule does not.
+    let problems = config
+        .map(|_| String::new())
+        .unwrap_or_else(|e| e.to_string());
+    assert!(!problems.contains("rate_limits[0]"), "{problems}");
+}

@@ -66,7 +66,7 @@ pub(super) fn validate(raw: RawConfig, base: &Path, dev: bool) -> Result<Config,
     };
     let telemetry = telemetry(&raw.telemetry, &mut problems);
     let search = search(&raw.search, &mut problems);
-    let rate_limits = raw
+    let rate_limits: Vec<RateLimitRule> = raw
         .rate_limits
         .iter()
         .enumerate()
@@ -77,6 +77,7 @@ pub(super) fn validate(raw: RawConfig, base: &Path, dev: bool) -> Result<Config,
         .as_ref()
         .map(|raw| policy(raw, base, &mut problems));
     let downstream = super::providers::downstream(&raw, base, dev, &mut problems);
+    shared_limits_need_a_shared_store(&rate_limits, raw.vault.backend.as_deref(), &mut problems);
 
     if problems.0.is_empty() {
         Ok(Config {
@@ -158,12 +159,41 @@ fn rate_limit(
             "limits nothing: give requests_per_second, requests_per_minute or concurrent",
         );
     }
+    let shared = raw.shared.unwrap_or(false);
+    if shared && rate.is_none() && problems.0.len() == before {
+        problems.push(
+            at("shared"),
+            "shares a rate across replicas: give requests_per_second or requests_per_minute (concurrent counts are per replica)",
+        );
+    }
     (problems.0.len() == before).then_some(RateLimitRule {
         tools,
         per,
         rate,
         concurrent,
+        shared,
     })
+}
+
+/// `shared = true` keeps the buckets in the vault's database, which only the PostgreSQL
+/// backend offers to several replicas.
+fn shared_limits_need_a_shared_store(
+    rules: &[RateLimitRule],
+    backend: Option<&str>,
+    problems: &mut Problems,
+) {
+    // The raw name: a [vault] section with a problem of its own is reported there, not here.
+    if backend == Some("postgres") {
+        return;
+    }
+    for (i, rule) in rules.iter().enumerate() {
+        if rule.shared {
+            problems.push(
+                format!("rate_limits[{i}].shared"),
+                "needs [vault] backend = \"postgres\" (the replicas share the buckets there); with sled the gateway is one process and its counts are exact without it",
+            );
+        }
+    }
 }
 
 fn policy(raw: &super::raw::RawPolicy, base: &Path, problems: &mut Problems) -> PolicyConfig {

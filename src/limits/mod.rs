@@ -7,11 +7,17 @@
 //! bucket refills continuously) and / or a number of calls in flight at once. A call must pass
 //! every rule that covers it; the first that refuses says how long to wait.
 //!
-//! Counts live in this process: with several replicas each enforces its own (documented).
-//! Buckets of keys unseen for an hour are dropped as the table grows, so memory follows the
-//! number of active callers.
+//! Counts live in this process: with several replicas each enforces its own (documented),
+//! unless a rule is `shared`: then its rate is counted in the vault's PostgreSQL database,
+//! one bucket for all replicas, taken atomically by one statement per call (on the database's
+//! clock, so the replicas' clocks do not matter). A shared rule whose database cannot be
+//! reached falls back to this replica's own bucket for the rule (so during an outage the
+//! limit holds per replica, at most N times the rate with N replicas) and logs a warning.
+//! Concurrency counts are always per replica. Buckets of keys unseen for an hour are dropped
+//! as the table grows, so memory follows the number of active callers.
 //!
-//! Owns: the rules, the buckets, the in-flight counts. May use: `inbound` (the caller).
+//! Owns: the rules, the buckets, the in-flight counts. May use: `inbound` (the caller),
+//! `vault` (the shared buckets).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -20,6 +26,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use crate::inbound::Caller;
+use crate::vault::buckets::{BucketTake, SharedBuckets};
 
 /// Whose calls a rule counts together.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,6 +48,8 @@ pub struct RateLimitRule {
     pub rate: Option<(u32, Duration)>,
     /// Calls in flight at once, when the rule limits concurrency.
     pub concurrent: Option<u32>,
+    /// Whether the rate is counted across replicas (in the PostgreSQL vault).
+    pub shared: bool,
 }
 
 /// Why a call may not run now.
@@ -72,6 +81,8 @@ const IDLE: Duration = Duration::from_secs(3600);
 pub struct RateLimits {
     rules: Vec<RateLimitRule>,
     state: Arc<Mutex<State>>,
+    /// Where `shared` rules count; `None` counts them here too.
+    shared: Option<Arc<dyn SharedBuckets>>,
 }
 
 /// Holds a call's places in the concurrency counts; dropping it frees them.
@@ -96,10 +107,11 @@ impl Drop for Permit {
 }
 
 impl RateLimits {
-    pub fn new(rules: Vec<RateLimitRule>) -> RateLimits {
+    pub fn new(rules: Vec<RateLimitRule>, shared: Option<Arc<dyn SharedBuckets>>) -> RateLimits {
         RateLimits {
             rules,
             state: Arc::default(),
+            shared,
         }
     }
 
@@ -108,8 +120,60 @@ impl RateLimits {
     }
 
     /// Admits one call of `tool` by `caller` now, or says which rule refused and when to retry.
-    pub fn admit(&self, caller: &Caller, tool: &str) -> Result<Permit, Limited> {
-        self.admit_at(caller, tool, Instant::now())
+    /// Shared rules cost one database round trip; the others none.
+    pub async fn admit(&self, caller: &Caller, tool: &str) -> Result<Permit, Limited> {
+        let Some(buckets) = &self.shared else {
+            return self.admit_at(caller, tool, Instant::now());
+        };
+        let covering = self.covering(caller, tool);
+        let shared: Vec<&(usize, &RateLimitRule, String)> = covering
+            .iter()
+            .filter(|(_, rule, _)| rule.shared && rule.rate.is_some())
+            .collect();
+        if shared.is_empty() {
+            return self.admit_local(&covering, Instant::now(), true);
+        }
+        // What this replica counts is checked first, so a call it refuses takes no shared
+        // token; then the shared buckets, all or none; then the local counts are taken.
+        self.check_local(&self.state.lock(), &covering, Instant::now(), false)?;
+        let takes: Vec<BucketTake> = shared
+            .iter()
+            .filter_map(|(_, rule, key)| {
+                let (calls, window) = rule.rate?;
+                Some(BucketTake {
+                    key: shared_key(rule, key),
+                    capacity: f64::from(calls),
+                    per_second: f64::from(calls) / window.as_secs_f64(),
+                })
+            })
+            .collect();
+        let counted_here = match buckets.take_tokens(&takes).await {
+            Ok(Ok(())) => false,
+            Ok(Err(empty)) => {
+                return Err(Limited {
+                    rule: shared.get(empty.index).map_or(0, |(index, _, _)| *index),
+                    retry_after: Some(empty.retry_after),
+                });
+            }
+            Err(error) => {
+                tracing::warn!(%error, tool, "shared rate limits unavailable; counting on this replica");
+                true
+            }
+        };
+        self.admit_local(&covering, Instant::now(), counted_here)
+    }
+
+    fn covering<'a>(
+        &'a self,
+        caller: &Caller,
+        tool: &str,
+    ) -> Vec<(usize, &'a RateLimitRule, String)> {
+        self.rules
+            .iter()
+            .enumerate()
+            .filter(|(_, rule)| glob_matches(&rule.tools, tool))
+            .map(|(index, rule)| (index, rule, key_of(rule, caller)))
+            .collect()
     }
 
     fn admit_at(&self, caller: &Caller, tool: &str, now: Instant) -> Result<Permit, Limited> {
@@ -120,13 +184,18 @@ impl RateLimits {
                 held: Vec::new(),
             });
         }
-        let covering: Vec<(usize, &RateLimitRule, String)> = self
-            .rules
-            .iter()
-            .enumerate()
-            .filter(|(_, rule)| glob_matches(&rule.tools, tool))
-            .map(|(index, rule)| (index, rule, key_of(rule, caller)))
-            .collect();
+        let covering = self.covering(caller, tool);
+        self.admit_local(&covering, now, true)
+    }
+
+    /// Checks and takes what this replica counts: every concurrency limit, and the rates of
+    /// rules that are not shared (of shared ones too with `shared_here`).
+    fn admit_local(
+        &self,
+        covering: &[(usize, &RateLimitRule, String)],
+        now: Instant,
+        shared_here: bool,
+    ) -> Result<Permit, Limited> {
         let mut state = self.state.lock();
         if state.buckets.len() > PRUNE_ABOVE {
             state
@@ -134,32 +203,13 @@ impl RateLimits {
                 .retain(|_, bucket| now.saturating_duration_since(bucket.updated) < IDLE);
         }
         // Check every rule before taking anything, so a refused call costs no one a token.
-        for (index, rule, key) in &covering {
-            if let Some(limit) = rule.concurrent
-                && state
-                    .in_flight
-                    .get(&(*index, key.clone()))
-                    .is_some_and(|n| *n >= limit)
-            {
-                return Err(Limited {
-                    rule: *index,
-                    retry_after: None,
-                });
-            }
-            if let Some((calls, window)) = rule.rate {
-                let bucket = refilled(&state.buckets, (*index, key), calls, window, now);
-                if bucket < 1.0 {
-                    let per_token = window.as_secs_f64() / f64::from(calls);
-                    return Err(Limited {
-                        rule: *index,
-                        retry_after: Some(Duration::from_secs_f64((1.0 - bucket) * per_token)),
-                    });
-                }
-            }
-        }
+        self.check_local(&state, covering, now, shared_here)?;
         let mut held = Vec::new();
         for (index, rule, key) in covering {
-            if let Some((calls, window)) = rule.rate {
+            let (index, key) = (*index, key.clone());
+            if let Some((calls, window)) = rule.rate
+                && (shared_here || !rule.shared)
+            {
                 let tokens = refilled(&state.buckets, (index, &key), calls, window, now);
                 state.buckets.insert(
                     (index, key.clone()),
@@ -179,6 +229,59 @@ impl RateLimits {
             held,
         })
     }
+
+    /// The first rule this replica counts that refuses the call now, without taking anything.
+    fn check_local(
+        &self,
+        state: &State,
+        covering: &[(usize, &RateLimitRule, String)],
+        now: Instant,
+        shared_here: bool,
+    ) -> Result<(), Limited> {
+        for (index, rule, key) in covering {
+            if let Some(limit) = rule.concurrent
+                && state
+                    .in_flight
+                    .get(&(*index, key.clone()))
+                    .is_some_and(|n| *n >= limit)
+            {
+                return Err(Limited {
+                    rule: *index,
+                    retry_after: None,
+                });
+            }
+            if let Some((calls, window)) = rule.rate
+                && (shared_here || !rule.shared)
+            {
+                let bucket = refilled(&state.buckets, (*index, key), calls, window, now);
+                if bucket < 1.0 {
+                    let per_token = window.as_secs_f64() / f64::from(calls);
+                    return Err(Limited {
+                        rule: *index,
+                        retry_after: Some(Duration::from_secs_f64((1.0 - bucket) * per_token)),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A shared bucket's key: the same rule (its tools, key kind and rate, not its position, which
+/// may differ between replicas' configs during a rollout) and the same caller key on every
+/// replica; hashed, so the database holds no user name.
+fn shared_key(rule: &RateLimitRule, key: &str) -> [u8; 32] {
+    let (calls, window) = rule.rate.unwrap_or_default();
+    let text = format!(
+        "rate\n{}\n{:?}\n{calls}/{}ms\n{key}",
+        rule.tools,
+        rule.per,
+        window.as_millis()
+    );
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, text.as_bytes());
+    let mut key = [0u8; 32];
+    key.copy_from_slice(digest.as_ref());
+    key
 }
 
 /// The tokens of a bucket at `now` (a new bucket is full).

@@ -12,6 +12,7 @@ fn per_minute(tools: &str, calls: u32) -> RateLimitRule {
         per: LimitKey::User,
         rate: Some((calls, Duration::from_secs(60))),
         concurrent: None,
+        shared: false,
     }
 }
 
@@ -30,7 +31,7 @@ fn globs_match_whole_names() {
 
 #[test]
 fn a_burst_over_the_limit_is_refused_with_the_delay_and_others_are_unaffected() {
-    let limits = RateLimits::new(vec![per_minute("billing___*", 3)]);
+    let limits = RateLimits::new(vec![per_minute("billing___*", 3)], None);
     let alice = caller("alice", json!({}));
     let bob = caller("bob", json!({}));
     let start = Instant::now();
@@ -69,31 +70,42 @@ fn a_burst_over_the_limit_is_refused_with_the_delay_and_others_are_unaffected() 
 
 #[test]
 fn concurrency_limits_count_calls_in_flight() {
-    let limits = RateLimits::new(vec![RateLimitRule {
-        tools: "*".into(),
-        per: LimitKey::User,
-        rate: None,
-        concurrent: Some(2),
-    }]);
+    let limits = RateLimits::new(
+        vec![RateLimitRule {
+            tools: "*".into(),
+            per: LimitKey::User,
+            rate: None,
+            concurrent: Some(2),
+            shared: false,
+        }],
+        None,
+    );
     let alice = caller("alice", json!({}));
-    let first = limits.admit(&alice, "a___b").unwrap();
-    let second = limits.admit(&alice, "a___c").unwrap();
-    let refused = limits.admit(&alice, "a___b").err().unwrap();
+    let first = limits.admit_at(&alice, "a___b", Instant::now()).unwrap();
+    let second = limits.admit_at(&alice, "a___c", Instant::now()).unwrap();
+    let refused = limits
+        .admit_at(&alice, "a___b", Instant::now())
+        .err()
+        .unwrap();
     assert_eq!(refused.retry_after, None);
     drop(first);
-    let third = limits.admit(&alice, "a___b").unwrap();
+    let third = limits.admit_at(&alice, "a___b", Instant::now()).unwrap();
     drop((second, third));
     assert!(limits.state.lock().in_flight.is_empty(), "nothing leaks");
 }
 
 #[test]
 fn a_claim_key_counts_a_whole_tenant_together() {
-    let limits = RateLimits::new(vec![RateLimitRule {
-        tools: "*".into(),
-        per: LimitKey::Claim("tenant".into()),
-        rate: Some((2, Duration::from_secs(1))),
-        concurrent: None,
-    }]);
+    let limits = RateLimits::new(
+        vec![RateLimitRule {
+            tools: "*".into(),
+            per: LimitKey::Claim("tenant".into()),
+            rate: Some((2, Duration::from_secs(1))),
+            concurrent: None,
+            shared: false,
+        }],
+        None,
+    );
     let now = Instant::now();
     let a1 = caller("a1", json!({"tenant": "acme"}));
     let a2 = caller("a2", json!({"tenant": "acme"}));
@@ -109,7 +121,10 @@ fn a_claim_key_counts_a_whole_tenant_together() {
 
 #[test]
 fn a_refusal_by_one_rule_takes_no_token_from_another() {
-    let limits = RateLimits::new(vec![per_minute("*", 10), per_minute("billing___*", 1)]);
+    let limits = RateLimits::new(
+        vec![per_minute("*", 10), per_minute("billing___*", 1)],
+        None,
+    );
     let alice = caller("alice", json!({}));
     let now = Instant::now();
     assert!(limits.admit_at(&alice, "billing___charge", now).is_ok());
@@ -128,4 +143,106 @@ fn a_refusal_by_one_rule_takes_no_token_from_another() {
             .rule,
         0
     );
+}
+
+/// Shared buckets that answer as told, and count what they were asked.
+struct ScriptedBuckets {
+    answer: Result<Result<(), crate::vault::buckets::BucketEmpty>, ()>,
+    asked: parking_lot::Mutex<Vec<Vec<BucketTake>>>,
+}
+
+#[async_trait::async_trait]
+impl SharedBuckets for ScriptedBuckets {
+    async fn take_tokens(
+        &self,
+        buckets: &[BucketTake],
+    ) -> Result<Result<(), crate::vault::buckets::BucketEmpty>, crate::vault::VaultError> {
+        self.asked.lock().push(buckets.to_vec());
+        self.answer
+            .map_err(|()| crate::vault::VaultError::Unavailable {
+                store: "db".into(),
+                reason: "down".into(),
+            })
+    }
+}
+
+fn shared(tools: &str, calls: u32) -> RateLimitRule {
+    RateLimitRule {
+        shared: true,
+        ..per_minute(tools, calls)
+    }
+}
+
+fn with_buckets(
+    rules: Vec<RateLimitRule>,
+    answer: Result<Result<(), crate::vault::buckets::BucketEmpty>, ()>,
+) -> (RateLimits, Arc<ScriptedBuckets>) {
+    let buckets = Arc::new(ScriptedBuckets {
+        answer,
+        asked: parking_lot::Mutex::default(),
+    });
+    (RateLimits::new(rules, Some(buckets.clone())), buckets)
+}
+
+#[tokio::test]
+async fn shared_rules_count_in_the_store_and_local_rules_here() {
+    let (limits, buckets) = with_buckets(
+        vec![per_minute("*", 100), shared("billing___*", 2)],
+        Ok(Ok(())),
+    );
+    let alice = caller("alice", json!({}));
+    for _ in 0..5 {
+        assert!(limits.admit(&alice, "billing___refund").await.is_ok());
+    }
+    let asked = buckets.asked.lock().clone();
+    assert_eq!(asked.len(), 5, "one round trip per call");
+    assert_eq!(asked[0].len(), 1, "only the shared rule goes to the store");
+    assert_eq!(asked[0][0].capacity, 2.0);
+    // The same rule and caller give the same key on every replica; another caller another.
+    let bob = shared_key(
+        &shared("billing___*", 2),
+        &caller("bob", json!({})).user_id(),
+    );
+    assert_eq!(asked[0][0].key, asked[4][0].key);
+    assert_ne!(asked[0][0].key, bob);
+    // The local rule counted the five calls here; the shared one took nothing here.
+    assert!(limits.admit(&alice, "crm___get").await.is_ok());
+    assert_eq!(
+        buckets.asked.lock().len(),
+        5,
+        "no shared rule covers crm___get"
+    );
+}
+
+#[tokio::test]
+async fn a_store_refusal_names_the_shared_rule_and_its_delay() {
+    let empty = crate::vault::buckets::BucketEmpty {
+        index: 0,
+        retry_after: Duration::from_secs(12),
+    };
+    let (limits, _) = with_buckets(
+        vec![per_minute("*", 100), shared("billing___*", 2)],
+        Ok(Err(empty)),
+    );
+    let refused = limits
+        .admit(&caller("alice", json!({})), "billing___refund")
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(refused.rule, 1);
+    assert_eq!(refused.retry_after, Some(Duration::from_secs(12)));
+}
+
+#[tokio::test]
+async fn an_unreachable_store_falls_back_to_this_replicas_count() {
+    let (limits, buckets) = with_buckets(vec![shared("*", 2)], Err(()));
+    let alice = caller("alice", json!({}));
+    assert!(limits.admit(&alice, "a___b").await.is_ok());
+    assert!(limits.admit(&alice, "a___b").await.is_ok());
+    let refused = limits.admit(&alice, "a___b").await.err().unwrap();
+    assert!(
+        refused.retry_after.is_some(),
+        "the rate holds per replica meanwhile"
+    );
+    assert_eq!(buckets.asked.lock().len(), 3);
 }

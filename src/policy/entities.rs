@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 use cedar_policy::{
     Context, Entities, Entity, EntityId, EntityTypeName, EntityUid, Request, RestrictedExpression,
 };
-use serde_json::{Value, json};
+use serde_json::Value;
 
 const PRINCIPAL_TYPE: &str = "AgentCore::OAuthUser";
 const ACTION_TYPE: &str = "AgentCore::Action";
@@ -102,6 +102,45 @@ fn resource_entity(resource: &EntityUid) -> Entity {
     Entity::new_no_attrs(resource.clone(), Default::default())
 }
 
+/// The tools an action scope names, or `None` when it reaches every tool (no action
+/// constraint, or a group: `CallTool`, `Mcp`). Ids of other types name nothing.
+pub fn named_tools(scope: &cedar_policy::ActionConstraint) -> Option<Vec<String>> {
+    let mut named = Vec::new();
+    let uids: Vec<&EntityUid> = match scope {
+        cedar_policy::ActionConstraint::Any => return None,
+        cedar_policy::ActionConstraint::Eq(uid) => vec![uid],
+        cedar_policy::ActionConstraint::In(uids) => uids.iter().collect(),
+    };
+    for uid in uids {
+        if uid.type_name().to_string() != ACTION_TYPE {
+            continue;
+        }
+        let id = uid.id().unescaped();
+        if [CALL_TOOL, MCP_GROUP].contains(&id) {
+            return None;
+        }
+        named.push(id.to_string());
+    }
+    Some(named)
+}
+
+/// Whether a policy's conditions read the `action` variable (Cedar's JSON policy format spells
+/// a variable `{"Var": "action"}`). A policy that cannot be rendered is assumed to.
+pub fn condition_reads_action(policy: &cedar_policy::Policy) -> bool {
+    fn reads(value: &Value) -> bool {
+        match value {
+            Value::Object(object) => {
+                object.get("Var").is_some_and(|v| v == "action") || object.values().any(reads)
+            }
+            Value::Array(items) => items.iter().any(reads),
+            _ => false,
+        }
+    }
+    policy
+        .to_json()
+        .map_or(true, |json| json.get("conditions").is_none_or(reads))
+}
+
 /// Whether a policy with this action scope can apply to a call of `tool` (every tool action is
 /// in `CallTool`, which is in `Mcp`, and in nothing else).
 pub fn scope_may_match(scope: &cedar_policy::ActionConstraint, tool: &str) -> bool {
@@ -130,51 +169,77 @@ fn tag_value(value: &Value) -> Option<String> {
     }
 }
 
-/// The request and entities for `caller` calling `tool` on `gateway`; `input` is
-/// `context.input` as [`super::schema::typed_input`] shaped it. `input: None` leaves the
-/// context unknown (partial evaluation, for `tools/list`).
-pub fn request(
-    caller: &crate::inbound::Caller,
-    tool: &str,
-    gateway: &str,
-    input: Option<Value>,
-) -> Result<(Request, Entities), String> {
-    let types = types()?;
-    let principal_entity = principal(caller, types)?;
-    let principal = principal_entity.uid();
-    let action = uid(&types.action, tool);
-    let group = uid(&types.action, CALL_TOOL);
-    let resource = uid(&types.resource, gateway);
-    let [call_tool, mcp] = groups(types);
-    let entities = Entities::from_entities(
-        [
-            principal_entity,
-            Entity::new_no_attrs(action.clone(), [group].into_iter().collect()),
-            call_tool,
-            mcp,
-            resource_entity(&resource),
-        ],
-        None,
-    )
-    .map_err(|e| e.to_string())?;
-    let request = match input {
-        Some(input) => {
-            let context = Context::from_json_value(json!({ "input": input }), None)
-                .map_err(|e| format!("the arguments cannot be expressed in Cedar: {e}"))?;
-            Request::new(principal, action, resource, context, None).map_err(|e| e.to_string())?
-        }
-        None => Request::builder()
-            .principal(principal)
-            .action(action)
-            .resource(resource)
-            .build(),
-    };
-    Ok((request, entities))
+/// What Cedar needs to decide `caller` calling `tool` on `gateway`, apart from the arguments:
+/// the entities (the caller, the tool's action and its groups, the gateway) and the request's
+/// three ids. It depends only on the token and the tool, so a caller's repeated calls of a tool
+/// reuse it (`Policies` keeps recent ones).
+pub struct CallEntities {
+    pub entities: Entities,
+    principal: EntityUid,
+    action: EntityUid,
+    resource: EntityUid,
+}
+
+impl CallEntities {
+    pub fn new(
+        caller: &crate::inbound::Caller,
+        tool: &str,
+        gateway: &str,
+    ) -> Result<CallEntities, String> {
+        let types = types()?;
+        let principal_entity = principal(caller, types)?;
+        let principal = principal_entity.uid();
+        let action = uid(&types.action, tool);
+        let group = uid(&types.action, CALL_TOOL);
+        let resource = uid(&types.resource, gateway);
+        let [call_tool, mcp] = groups(types);
+        let entities = Entities::from_entities(
+            [
+                principal_entity,
+                Entity::new_no_attrs(action.clone(), [group].into_iter().collect()),
+                call_tool,
+                mcp,
+                resource_entity(&resource),
+            ],
+            None,
+        )
+        .map_err(|e| e.to_string())?;
+        Ok(CallEntities {
+            entities,
+            principal,
+            action,
+            resource,
+        })
+    }
+
+    /// The request with `context.input` as [`super::schema::input_expression`] built it;
+    /// `None` leaves the context unknown (partial evaluation, for `tools/list`).
+    pub fn request(&self, input: Option<RestrictedExpression>) -> Result<Request, String> {
+        let (principal, action, resource) = (
+            self.principal.clone(),
+            self.action.clone(),
+            self.resource.clone(),
+        );
+        Ok(match input {
+            Some(input) => {
+                let context = Context::from_pairs([("input".to_string(), input)])
+                    .map_err(|e| format!("the arguments cannot be expressed in Cedar: {e}"))?;
+                Request::new(principal, action, resource, context, None)
+                    .map_err(|e| e.to_string())?
+            }
+            None => Request::builder()
+                .principal(principal)
+                .action(action)
+                .resource(resource)
+                .build(),
+        })
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn claims_become_tags_as_agentcore_writes_them() {

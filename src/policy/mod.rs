@@ -17,15 +17,17 @@
 //! Owns: loading policy files, the entity model, decisions. May use: `inbound` (the caller
 //! and its claims), `telemetry`.
 
+mod cache;
 mod entities;
 mod load;
 mod schema;
 
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use cedar_policy::{Authorizer, Decision, PolicySet, Request};
+use cedar_policy::{Authorizer, Decision, PolicySet};
 use serde_json::{Map, Value};
 
 use crate::inbound::Caller;
@@ -77,49 +79,82 @@ pub struct Verdict {
 struct Loaded {
     set: PolicySet,
     files: usize,
-    /// Each tool's slice of `set`: the policies whose action scope can match it. A policy
-    /// scoped `action == X` cannot decide a call of another tool, so leaving it out changes no
-    /// decision; it makes one decision cost the few policies about that tool instead of all.
-    /// Filled on first use per tool; a reload starts a new `Loaded`.
-    slices: parking_lot::Mutex<std::collections::HashMap<String, Arc<Slice>>>,
-}
-
-/// The policies that may apply to one tool.
-struct Slice {
-    set: PolicySet,
-    /// Whether any of them permits: without one, the call is denied whatever the input.
-    has_permit: bool,
+    /// Whether a permit's action scope reaches every tool (no action, or a group).
+    permit_for_all: bool,
+    /// The tools a permit names in its action scope. With neither, a tool is denied whatever
+    /// the caller and the input, which listing checks before building anything.
+    permitted_by_name: HashSet<String>,
+    /// The tools any policy names in its action scope.
+    named: HashSet<String>,
+    /// The slice of every tool no policy names: the policies scoped to no action or a group.
+    general: Arc<PolicySet>,
+    /// Whether no condition in `general` reads `action`: then its answer is the same for every
+    /// tool it is the slice of, and a listing evaluates it once instead of once per tool.
+    general_ignores_action: bool,
+    /// Each named tool's slice of `set`: the policies whose action scope can match it. A
+    /// policy scoped `action == X` cannot decide a call of another tool, so leaving it out
+    /// changes no decision; it makes one decision cost the few policies about that tool
+    /// instead of all. Filled on first use per tool; a reload starts a new `Loaded`.
+    slices: parking_lot::Mutex<HashMap<String, Arc<PolicySet>>>,
 }
 
 impl Loaded {
     fn new(set: PolicySet, files: usize) -> Loaded {
+        let mut permit_for_all = false;
+        let mut permitted_by_name = HashSet::new();
+        let mut named = HashSet::new();
+        let mut general = PolicySet::new();
+        let mut general_ignores_action = true;
+        for policy in set.policies() {
+            let scope = policy.action_constraint();
+            let tools = entities::named_tools(&scope);
+            if policy.effect() == cedar_policy::Effect::Permit {
+                match &tools {
+                    Some(tools) => permitted_by_name.extend(tools.iter().cloned()),
+                    None => permit_for_all = true,
+                }
+            }
+            named.extend(tools.into_iter().flatten());
+            // No tool is named "": what matches it matches every tool no policy names.
+            if entities::scope_may_match(&scope, "") {
+                general_ignores_action &= !entities::condition_reads_action(policy);
+                // Ids are unique in `set`, so adding to a fresh set cannot clash.
+                let _ = general.add(policy.clone());
+            }
+        }
         Loaded {
             set,
             files,
+            permit_for_all,
+            permitted_by_name,
+            named,
+            general: Arc::new(general),
+            general_ignores_action,
             slices: parking_lot::Mutex::default(),
         }
     }
 
-    fn slice(&self, tool: &str) -> Arc<Slice> {
+    /// Whether some permit can apply to `tool` (else it is denied outright).
+    fn has_permit(&self, tool: &str) -> bool {
+        self.permit_for_all || self.permitted_by_name.contains(tool)
+    }
+
+    fn slice(&self, tool: &str) -> Arc<PolicySet> {
+        if !self.named.contains(tool) {
+            return self.general.clone();
+        }
         if let Some(slice) = self.slices.lock().get(tool) {
             return slice.clone();
         }
         let mut set = PolicySet::new();
-        let mut has_permit = false;
         for policy in self.set.policies() {
             if entities::scope_may_match(&policy.action_constraint(), tool) {
-                has_permit |= policy.effect() == cedar_policy::Effect::Permit;
-                // Ids are unique in `self.set`, so adding to a fresh set cannot clash.
                 let _ = set.add(policy.clone());
             }
         }
-        let slice = Arc::new(Slice { set, has_permit });
-        let mut slices = self.slices.lock();
-        // Bounded by the catalog's tool names in practice; a guard against unbounded names.
-        if slices.len() > 100_000 {
-            slices.clear();
-        }
-        slices.insert(tool.to_string(), slice.clone());
+        let slice = Arc::new(set);
+        // Bounded by the names in the policy files.
+        self.slices.lock().insert(tool.to_string(), slice.clone());
         slice
     }
 }
@@ -129,6 +164,7 @@ pub struct Policies {
     config: PolicyConfig,
     current: ArcSwap<Loaded>,
     authorizer: Authorizer,
+    entities: cache::EntityCache,
 }
 
 impl std::fmt::Debug for Policies {
@@ -149,6 +185,7 @@ impl Policies {
             config,
             current: ArcSwap::from_pointee(Loaded::new(set, files)),
             authorizer: Authorizer::new(),
+            entities: cache::EntityCache::default(),
         })
     }
 
@@ -211,53 +248,34 @@ impl Policies {
         (loaded.files, loaded.set.policies().count())
     }
 
-    /// Decides one `tools/call` of `tool`, whose inputSchema is `input_schema` (it types
-    /// `context.input`, see [`schema`]), logging and counting the decision.
+    /// Decides one `tools/call` of `tool`, whose inputSchema types `context.input` (see
+    /// [`schema`]), logging and counting the decision.
     pub fn authorize(
         &self,
         caller: &Caller,
         tool: ToolShape<'_>,
         input: &Map<String, Value>,
     ) -> Verdict {
-        let ToolShape {
-            name: tool,
-            input_schema,
-        } = tool;
-        let slice = self.current.load().slice(tool);
-        let input = schema::typed_input(input_schema, input);
-        let verdict = match entities::request(caller, tool, &self.config.gateway, Some(input)) {
-            Ok((request, entities)) => {
-                let response = self
-                    .authorizer
-                    .is_authorized(&request, &slice.set, &entities);
-                for error in response.diagnostics().errors() {
-                    // A policy that errs is skipped by Cedar (it neither permits nor forbids).
-                    tracing::warn!(%error, tool, "a Cedar policy failed to evaluate");
-                }
-                let permitted = response.decision() == Decision::Allow;
-                Verdict {
-                    permitted,
-                    proceed: permitted || self.config.mode == PolicyMode::LogOnly,
-                    policies: response
-                        .diagnostics()
-                        .reason()
-                        .map(ToString::to_string)
-                        .collect(),
-                }
-            }
-            Err(reason) => {
-                tracing::warn!(%reason, tool, "the call cannot be put to the policies; denied");
-                Verdict {
-                    permitted: false,
-                    proceed: self.config.mode == PolicyMode::LogOnly,
-                    policies: vec![],
-                }
-            }
+        let loaded = self.current.load();
+        let decided = if loaded.has_permit(tool.name) {
+            self.decide(&loaded.slice(tool.name), caller, tool, input)
+        } else {
+            // No permit can apply: denied whatever the input, without building anything.
+            Ok((false, vec![]))
+        };
+        let (permitted, policies) = decided.unwrap_or_else(|reason| {
+            tracing::warn!(%reason, tool = tool.name, "the call cannot be put to the policies; denied");
+            (false, vec![])
+        });
+        let verdict = Verdict {
+            permitted,
+            proceed: permitted || self.config.mode == PolicyMode::LogOnly,
+            policies,
         };
         crate::telemetry::policy_decided(
             &caller.issuer,
             &caller.subject,
-            tool,
+            tool.name,
             verdict.permitted,
             &verdict.policies,
             self.config.mode.label(),
@@ -265,71 +283,96 @@ impl Policies {
         verdict
     }
 
+    /// Cedar's decision on the call and the policies that made it.
+    fn decide(
+        &self,
+        slice: &PolicySet,
+        caller: &Caller,
+        tool: ToolShape<'_>,
+        input: &Map<String, Value>,
+    ) -> Result<(bool, Vec<String>), String> {
+        let entities = self.entities.get(caller, tool.name, &self.config.gateway)?;
+        let input = schema::input_expression(tool.input_schema, input)?;
+        let request = entities.request(Some(input))?;
+        let response = self
+            .authorizer
+            .is_authorized(&request, slice, &entities.entities);
+        for error in response.diagnostics().errors() {
+            // A policy that errs is skipped by Cedar (it neither permits nor forbids).
+            tracing::warn!(%error, tool = tool.name, "a Cedar policy failed to evaluate");
+        }
+        let policies = response
+            .diagnostics()
+            .reason()
+            .map(ToString::to_string)
+            .collect();
+        Ok((response.decision() == Decision::Allow, policies))
+    }
+
     /// Whether `caller` could be permitted to call `tool` with some arguments: the request
     /// with the context unknown is not denied outright. In `log_only` mode every tool is
     /// listed.
     pub fn may_list(&self, caller: &Caller, tool: &str) -> bool {
-        if self.config.mode == PolicyMode::LogOnly {
-            return true;
-        }
-        let slice = self.current.load().slice(tool);
-        if !slice.has_permit {
-            return false;
-        }
-        match entities::request(caller, tool, &self.config.gateway, None) {
-            Ok((request, entities)) => self.may_permit(&request, &slice.set, &entities),
-            Err(_) => false,
-        }
+        self.listable(caller, &[tool]) == [true]
     }
 
-    /// [`Policies::may_list`] for many tools at once (a `tools/list` page): the entities are
-    /// built once, each tool costs one partial evaluation.
+    /// [`Policies::may_list`] for many tools at once (a `tools/list` page): tools no permit
+    /// names cost one set lookup; the others one partial evaluation on entities built once.
     pub fn listable(&self, caller: &Caller, tools: &[&str]) -> Vec<bool> {
         if self.config.mode == PolicyMode::LogOnly {
             return vec![true; tools.len()];
         }
         let loaded = self.current.load();
-        let slices: Vec<Arc<Slice>> = tools.iter().map(|tool| loaded.slice(tool)).collect();
-        // Tools no permit can reach are out without building anything.
-        let candidates: Vec<&str> = tools
+        let mut listable = vec![false; tools.len()];
+        let candidates: Vec<(usize, &str)> = tools
             .iter()
-            .zip(&slices)
-            .filter(|(_, slice)| slice.has_permit)
-            .map(|(tool, _)| *tool)
+            .enumerate()
+            .filter(|(_, tool)| loaded.has_permit(tool))
+            .map(|(at, tool)| (at, *tool))
             .collect();
         if candidates.is_empty() {
-            return vec![false; tools.len()];
+            return listable;
         }
-        match entities::listing(caller, &candidates, &self.config.gateway) {
+        // Tools no policy names share the general slice; when no condition reads `action`,
+        // one of them stands for all (its answer is theirs), so only it needs an entity and
+        // an evaluation.
+        type Tools<'a> = Vec<(usize, &'a str)>;
+        let (evaluated, represented): (Tools, Tools) = if loaded.general_ignores_action {
+            let (named, general): (Vec<_>, Vec<_>) = candidates
+                .into_iter()
+                .partition(|(_, tool)| loaded.named.contains(*tool));
+            let mut general = general.into_iter();
+            let representative = general.next();
+            (
+                named.into_iter().chain(representative).collect(),
+                general.collect(),
+            )
+        } else {
+            (candidates, vec![])
+        };
+        let names: Vec<&str> = evaluated.iter().map(|(_, tool)| *tool).collect();
+        match entities::listing(caller, &names, &self.config.gateway) {
             Ok((entities, requests)) => {
-                let mut requests = requests.into_iter();
-                slices
-                    .iter()
-                    .map(|slice| {
-                        slice.has_permit
-                            && requests.next().is_some_and(|request| {
-                                self.may_permit(&request, &slice.set, &entities)
-                            })
-                    })
-                    .collect()
+                let mut general = false;
+                for ((at, tool), request) in evaluated.into_iter().zip(requests) {
+                    let slice = loaded.slice(tool);
+                    let response = self
+                        .authorizer
+                        .is_authorized_partial(&request, &slice, &entities);
+                    listable[at] = response.decision() != Some(Decision::Deny);
+                    if Arc::ptr_eq(&slice, &loaded.general) {
+                        general = listable[at];
+                    }
+                }
+                for (at, _) in represented {
+                    listable[at] = general;
+                }
             }
             Err(reason) => {
                 tracing::warn!(%reason, "the listing cannot be put to the policies; nothing listed");
-                vec![false; tools.len()]
             }
         }
-    }
-
-    fn may_permit(
-        &self,
-        request: &Request,
-        set: &PolicySet,
-        entities: &cedar_policy::Entities,
-    ) -> bool {
-        let response = self
-            .authorizer
-            .is_authorized_partial(request, set, entities);
-        response.decision() != Some(Decision::Deny)
+        listable
     }
 }
 

@@ -341,3 +341,27 @@ fn validation_against_the_catalog_schema_names_file_line_and_column() {
     std::fs::remove_file(dir.path().join("broken.cedar")).unwrap();
     assert_eq!(Policies::check(&config, tools).unwrap(), (1, 2));
 }
+
+#[test]
+fn a_listing_shares_the_general_answer_only_when_no_condition_reads_the_action() {
+    let text = r#"
+        permit(principal, action in AgentCore::Action::"CallTool", resource)
+        when { principal.hasTag("department") && principal.getTag("department") == "finance" };
+        permit(principal, action, resource) when { action == AgentCore::Action::"ops___status" };
+    "#;
+    let (_dir, policies) = policies(text, PolicyMode::Enforce);
+    let tools = ["ops___status", "ops___restart", "crm___get", "crm___put"];
+    let finance = caller("alice", json!({"department": "finance"}));
+    let engineering = caller("bob", json!({"department": "engineering"}));
+    assert_eq!(policies.listable(&finance, &tools), [true; 4]);
+    // The second policy reads `action`: each tool is put to it on its own.
+    assert_eq!(
+        policies.listable(&engineering, &tools),
+        [true, false, false, false]
+    );
+    // And the listing agrees with the decisions.
+    for (tool, listed) in tools.iter().zip(policies.listable(&engineering, &tools)) {
+        let verdict = policies.authorize(&engineering, untyped(tool), &input(json!({})));
+        assert_eq!(verdict.permitted, listed, "{tool}");
+    }
+}

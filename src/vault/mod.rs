@@ -16,6 +16,7 @@
 //! plaintext (DESIGN 3.2 invariant 5).
 
 pub mod admin;
+pub mod buckets;
 #[cfg(test)]
 mod contract;
 mod keyring;

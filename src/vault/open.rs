@@ -28,6 +28,14 @@ impl Vault {
         }
     }
 
+    /// The rate-limit buckets every replica shares, on a backend several replicas use.
+    pub fn shared_buckets(&self) -> Option<Arc<dyn super::buckets::SharedBuckets>> {
+        match self {
+            Vault::Sled(_) => None,
+            Vault::Postgres(store) => Some(Arc::new(store.clone())),
+        }
+    }
+
     /// The store behind the trait, for one-off commands.
     pub fn as_store(&self) -> &dyn Store {
         match self {

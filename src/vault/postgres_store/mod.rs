@@ -27,6 +27,7 @@
 //! recycle check and replaced; while the server cannot be reached, operations fail with
 //! [`VaultError::Unavailable`] and the store recovers by itself once it is back.
 
+mod buckets;
 mod connect;
 mod maintenance;
 mod migrate;
@@ -521,6 +522,13 @@ impl Store for PostgresStore {
                 &[&to_bigint(now)],
             )
             .await?;
+        // Rate-limit buckets idle long enough to be full again (by the database's clock, as
+        // they are written).
+        self.execute(
+            "DELETE FROM rate_buckets WHERE updated < clock_timestamp() - make_interval(secs => $1)",
+            &[&buckets::IDLE_BUCKET_SECONDS],
+        )
+        .await?;
         Ok(usize::try_from(purged).unwrap_or(usize::MAX))
     }
 }

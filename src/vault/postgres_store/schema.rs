@@ -52,6 +52,48 @@ const MIGRATIONS: &[&str] = &[
         record_key bytea PRIMARY KEY,
         value bytea NOT NULL
     );",
+    // 2: rate-limit buckets shared by the replicas (`[[rate_limits]] shared = true`). A key is
+    // the SHA-256 of the rule and the caller's key, so no user name is stored. One call of
+    // `portcullis_take_tokens` takes a token from every bucket or from none, on the database's
+    // clock (replicas' clocks may differ); the caller passes the keys sorted, so two calls lock
+    // rows in the same order and cannot deadlock.
+    "CREATE TABLE rate_buckets (
+        bucket bytea PRIMARY KEY,
+        tokens double precision NOT NULL,
+        updated timestamptz NOT NULL
+    );
+    CREATE INDEX rate_buckets_by_update ON rate_buckets (updated);
+    CREATE FUNCTION portcullis_take_tokens(
+        buckets bytea[], capacities double precision[], per_second double precision[]
+    ) RETURNS double precision[] LANGUAGE plpgsql AS $$
+    DECLARE
+        at timestamptz := clock_timestamp();
+        available double precision[] := '{}';
+        current double precision;
+        since timestamptz;
+        i integer;
+    BEGIN
+        FOR i IN 1 .. coalesce(array_length(buckets, 1), 0) LOOP
+            INSERT INTO rate_buckets (bucket, tokens, updated)
+                VALUES (buckets[i], capacities[i], at)
+                ON CONFLICT (bucket) DO NOTHING;
+            SELECT tokens, updated INTO current, since
+                FROM rate_buckets WHERE bucket = buckets[i] FOR UPDATE;
+            current := least(capacities[i],
+                current + greatest(0, extract(epoch FROM at - since)) * per_second[i]);
+            IF current < 1 THEN
+                -- [index (1-based), seconds until a token]: nothing is taken.
+                RETURN ARRAY[i, (1 - current) / per_second[i]];
+            END IF;
+            available := available || current;
+        END LOOP;
+        FOR i IN 1 .. coalesce(array_length(buckets, 1), 0) LOOP
+            UPDATE rate_buckets SET tokens = available[i] - 1, updated = greatest(updated, at)
+                WHERE bucket = buckets[i];
+        END LOOP;
+        RETURN '{}';
+    END
+    $$;",
 ];
 
 /// The schema version this build needs.

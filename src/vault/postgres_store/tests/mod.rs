@@ -8,6 +8,7 @@ use super::test_cluster::{self, Cluster, PASSWORD};
 use super::*;
 use crate::vault::unix_now;
 
+mod buckets;
 mod commands;
 mod tls;
 
