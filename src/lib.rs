@@ -88,6 +88,13 @@ pub enum StartError {
     },
 }
 
+/// Starts the background work of a snapshot's targets, once it serves.
+fn activate(catalog: &Catalog) {
+    for target in catalog.targets() {
+        target.runtime.activate();
+    }
+}
+
 /// The catalog's tools as the Cedar schema sees them (DESIGN 2.10).
 pub fn tool_shapes(catalog: &Catalog) -> impl Iterator<Item = policy::ToolShape<'_>> {
     catalog.tools().map(|tool| policy::ToolShape {
@@ -155,6 +162,7 @@ impl GatewayState {
         if let Some(policies) = self.mcp.pipeline.policies() {
             warn_policy_schema_problems(policies, &catalog);
         }
+        activate(&catalog);
         self.catalog.store(Arc::new(catalog));
         self.mcp.sessions.notify_tools_changed().await;
     }
@@ -354,6 +362,7 @@ impl Gateway {
         listener: TcpListener,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<(), StartError> {
+        activate(&self.state.catalog.load());
         let refresher = tokio::spawn(self.state.keys.clone().run_refresh_loop());
         let metrics_upkeep = tokio::spawn(telemetry::run_metrics_upkeep());
         let purger = self
@@ -382,12 +391,19 @@ impl Gateway {
         // the loop only looks again after a while (a reload may add one).
         let refresh_state = self.state.clone();
         let refresher_of_tools = tokio::spawn(async move {
+            let changed = refresh_state.transport.tools_changed.clone();
             loop {
                 let every = refresh_state.catalog.load().refresh_interval();
-                tokio::time::sleep(every.unwrap_or(std::time::Duration::from_secs(60))).await;
-                if every.is_some() {
-                    refresh_state.refresh_catalog().await;
+                tokio::select! {
+                    () = tokio::time::sleep(every.unwrap_or(std::time::Duration::from_secs(60))) => {
+                        if every.is_none() {
+                            continue;
+                        }
+                    }
+                    // An MCP server said its tools changed.
+                    () = changed.notified() => {}
                 }
+                refresh_state.refresh_catalog().await;
             }
         });
         let _policy_watcher = match self.state.mcp.pipeline.policies() {

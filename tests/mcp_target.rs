@@ -156,8 +156,15 @@ async fn one_callers_calls_share_one_upstream_session() {
     }
     assert_eq!(sessions[0], sessions[1]);
     assert_eq!(sessions[1], sessions[2]);
-    // Discovery's session plus the caller's: no session per call.
-    assert_eq!(world.upstream.sessions().await.len(), 2);
+    // Discovery's session, the one the gateway keeps to hear the server's list_changed, and
+    // the caller's: no session per call.
+    tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        world.upstream.sessions_initialised(3),
+    )
+    .await
+    .expect("fewer than three sessions");
+    assert_eq!(world.upstream.sessions().await.len(), 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -280,4 +287,35 @@ async fn discovered_tools_are_listed_again_and_sessions_are_told() {
     assert!(names.contains(&"up___fresh".to_string()), "{names:?}");
     let result = call(&world.client, "up___whoami", json!({})).await;
     assert_eq!(result.is_error, Some(false), "{}", text_of(&result));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_servers_own_list_changed_makes_the_gateway_list_again() {
+    // No periodic listing within the test: only the server's notification can do it.
+    let world = world(json!({"refreshSeconds": 3600})).await;
+    let (changed, mut changes) = mpsc::unbounded_channel();
+    let transport = StreamableHttpClientTransport::from_config(
+        StreamableHttpClientTransportConfig::with_uri(world.gateway.mcp_url())
+            .auth_header(world.gateway.token(&world.idp).await),
+    );
+    let listener = Listener { changed }.serve(transport).await.unwrap();
+    let bound = std::time::Duration::from_secs(30);
+    // Discovery's session, then the one the gateway keeps open to hear the server.
+    tokio::time::timeout(bound, world.upstream.sessions_initialised(2))
+        .await
+        .expect("the gateway opened no watching session");
+    world.upstream.add_tool("announced").await;
+    assert!(world.upstream.announce_tools_changed().await >= 1);
+    tokio::time::timeout(bound, changes.recv())
+        .await
+        .expect("no tools/list_changed reached the gateway's client")
+        .unwrap();
+    let names: Vec<String> = listener
+        .list_all_tools()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name.to_string())
+        .collect();
+    assert!(names.contains(&"up___announced".to_string()), "{names:?}");
 }

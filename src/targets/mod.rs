@@ -51,6 +51,11 @@ pub trait Target: Send + Sync + fmt::Debug {
         None
     }
 
+    /// Called once the target serves (its catalog snapshot was swapped in), never for a
+    /// snapshot that is built and thrown away (an unchanged refresh, `validate`): the place to
+    /// start background work such as an MCP server's `tools/list_changed` session.
+    fn activate(&self) {}
+
     /// Runs one tool. `credential` goes on the request as it is; the answer says whether the
     /// target refused it, so that the pipeline can refresh once and retry.
     fn invoke<'a>(
@@ -139,6 +144,9 @@ impl From<BodyError> for TargetError {
 pub struct Transport {
     pub http: reqwest::Client,
     pub lambda: lambda::LambdaClients,
+    /// Signalled when a target hears that its server's tools changed (an MCP server's
+    /// `notifications/tools/list_changed`): the gateway lists discovered tools again.
+    pub tools_changed: Arc<tokio::sync::Notify>,
 }
 
 impl Transport {
@@ -146,6 +154,7 @@ impl Transport {
         Ok(Transport {
             http: http::client()?,
             lambda: lambda::LambdaClients::default(),
+            tools_changed: Arc::default(),
         })
     }
 }

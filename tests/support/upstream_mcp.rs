@@ -44,6 +44,7 @@ pub struct Upstream {
     /// Answer 401 to this many more requests (a token revoked at the provider).
     pub reject_next: Arc<Mutex<usize>>,
     added: Arc<Mutex<Vec<Tool>>>,
+    peers: Peers,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -102,6 +103,14 @@ fn tools() -> Vec<Tool> {
 #[derive(Clone, Default)]
 struct Handler {
     added: Arc<Mutex<Vec<Tool>>>,
+    peers: Peers,
+}
+
+/// Every initialised session's peer, and a signal when one more is there.
+#[derive(Clone, Default)]
+struct Peers {
+    list: Arc<parking_lot::Mutex<Vec<rmcp::Peer<RoleServer>>>>,
+    joined: Arc<tokio::sync::Notify>,
 }
 
 fn header(context: &RequestContext<RoleServer>, name: &str) -> Option<String> {
@@ -128,7 +137,17 @@ fn subject(context: &RequestContext<RoleServer>) -> Option<String> {
 
 impl ServerHandler for Handler {
     fn get_info(&self) -> InitializeResult {
-        InitializeResult::new(ServerCapabilities::builder().enable_tools().build())
+        InitializeResult::new(
+            ServerCapabilities::builder()
+                .enable_tools()
+                .enable_tool_list_changed()
+                .build(),
+        )
+    }
+
+    async fn on_initialized(&self, context: rmcp::service::NotificationContext<RoleServer>) {
+        self.peers.list.lock().push(context.peer);
+        self.peers.joined.notify_waiters();
     }
 
     async fn list_tools(
@@ -254,6 +273,7 @@ impl Upstream {
         let reject_next = Arc::new(Mutex::new(0));
         let handler = Handler::default();
         let added = handler.added.clone();
+        let peers = handler.peers.clone();
         let service = StreamableHttpService::new(
             move || Ok(handler.clone()),
             Arc::new(LocalSessionManager::default()),
@@ -278,8 +298,32 @@ impl Upstream {
             seen,
             reject_next,
             added,
+            peers,
             task,
         }
+    }
+
+    /// Waits until `count` sessions have been initialised (event-driven; the caller bounds it).
+    pub async fn sessions_initialised(&self, count: usize) {
+        loop {
+            let joined = self.peers.joined.notified();
+            if self.peers.list.lock().len() >= count {
+                return;
+            }
+            joined.await;
+        }
+    }
+
+    /// Sends `notifications/tools/list_changed` on every session still open; how many took it.
+    pub async fn announce_tools_changed(&self) -> usize {
+        let peers: Vec<rmcp::Peer<RoleServer>> = self.peers.list.lock().clone();
+        let mut told = 0;
+        for peer in peers {
+            if peer.notify_tool_list_changed().await.is_ok() {
+                told += 1;
+            }
+        }
+        told
     }
 
     /// Adds a tool named `name` to the server's `tools/list`.

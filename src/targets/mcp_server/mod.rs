@@ -10,11 +10,12 @@
 //! as for HTTP targets. The caller's own token to the gateway never reaches the server
 //! (DESIGN 3.2 invariant 2): the only `Authorization` sent is the target's credential.
 //!
-//! Without a static tool list the server's `tools/list` is fetched at load and reload
-//! ([`list`]).
+//! Without a static tool list the server's `tools/list` is fetched at load, on reload, every
+//! `refreshSeconds` and whenever the server says its tools changed ([`list`], [`watch`]).
 
 mod list;
 mod sessions;
+mod watch;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -106,6 +107,11 @@ fn build(input: &BuildInput<'_>, problems: &mut SpecProblems) -> Option<Arc<dyn 
         tools: input.tools.iter().map(|t| t.name.to_string()).collect(),
         timeout: checked.timeout,
         refresh: input.listed.then_some(checked.refresh),
+        watch: input.listed.then(|| Watch {
+            http: input.transport.http.clone(),
+            changed: input.transport.tools_changed.clone(),
+            watcher: std::sync::OnceLock::new(),
+        }),
         sessions: Sessions::new(
             url.clone(),
             input.transport.http.clone(),
@@ -126,6 +132,15 @@ pub struct McpServerTarget {
     /// Set when the tools were discovered: how often to list them again.
     refresh: Option<Duration>,
     sessions: Sessions,
+    /// Discovered tools only: what hears the server's `tools/list_changed`.
+    watch: Option<Watch>,
+}
+
+/// The session that hears the server's `tools/list_changed`, opened when the target serves.
+struct Watch {
+    http: reqwest::Client,
+    changed: Arc<tokio::sync::Notify>,
+    watcher: std::sync::OnceLock<Option<watch::Watcher>>,
 }
 
 impl std::fmt::Debug for McpServerTarget {
@@ -146,6 +161,14 @@ impl Target for McpServerTarget {
 
     fn refresh_every(&self) -> Option<Duration> {
         self.refresh
+    }
+
+    fn activate(&self) {
+        if let Some(watch) = &self.watch {
+            watch.watcher.get_or_init(|| {
+                watch::watch(self.url.clone(), watch.http.clone(), watch.changed.clone())
+            });
+        }
     }
 
     fn invoke<'a>(

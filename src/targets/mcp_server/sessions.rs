@@ -53,6 +53,16 @@ pub async fn connect(
     http: &reqwest::Client,
     credential: Option<&Injection>,
 ) -> Result<Client, ConnectError> {
+    connect_as(url, http, credential, client_info()).await
+}
+
+/// [`connect`] with a handler of the server's messages to the client (notifications).
+pub async fn connect_as<H: rmcp::ClientHandler>(
+    url: &str,
+    http: &reqwest::Client,
+    credential: Option<&Injection>,
+    handler: H,
+) -> Result<RunningService<RoleClient, H>, ConnectError> {
     let mut config =
         StreamableHttpClientTransportConfig::with_uri(url).reinit_on_expired_session(true);
     match credential {
@@ -81,7 +91,7 @@ pub async fn connect(
         }
     }
     let transport = StreamableHttpClientTransport::with_client(http.clone(), config);
-    client_info().serve(transport).await.map_err(|error| {
+    handler.serve(transport).await.map_err(|error| {
         let refused = match &error {
             rmcp::service::ClientInitializeError::TransportError { error, .. } => {
                 challenge_in(error)
