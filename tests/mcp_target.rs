@@ -319,3 +319,30 @@ async fn the_servers_own_list_changed_makes_the_gateway_list_again() {
         .collect();
     assert!(names.contains(&"up___announced".to_string()), "{names:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_call_is_cancelled_at_the_upstream_too() {
+    let world = world(json!({})).await;
+    let bound = std::time::Duration::from_secs(30);
+    let request = rmcp::model::ClientRequest::CallToolRequest(rmcp::model::CallToolRequest::new(
+        rmcp::model::CallToolRequestParams::new("up___hang"),
+    ));
+    let handle = world
+        .client
+        .send_cancellable_request(request, rmcp::service::PeerRequestOptions::no_options())
+        .await
+        .unwrap();
+    tokio::time::timeout(bound, world.upstream.hang.started.reached(1))
+        .await
+        .expect("the call never reached the upstream");
+    handle
+        .cancel(Some("the user gave up".into()))
+        .await
+        .unwrap();
+    tokio::time::timeout(bound, world.upstream.hang.cancelled.reached(1))
+        .await
+        .expect("the upstream never heard the cancellation");
+    // The session serves the next call.
+    let ok = call(&world.client, "up___whoami", json!({})).await;
+    assert_eq!(ok.is_error, Some(false), "{}", text_of(&ok));
+}

@@ -138,6 +138,17 @@ pub fn catalog_error(error: &CatalogError) -> ErrorData {
     ErrorData::new(ErrorCode::INVALID_PARAMS, error.to_string(), None)
 }
 
+/// A request its client cancelled (MCP 2025-11-25 "Cancellation"). The client ignores any
+/// answer to a cancelled request, so this is only what rmcp's server loop sends regardless;
+/// -32800 is the code JSON-RPC peers commonly use for it (LSP's `RequestCancelled`).
+pub fn cancelled() -> ErrorData {
+    ErrorData::new(
+        ErrorCode(-32800),
+        "the request was cancelled by the client",
+        None,
+    )
+}
+
 /// The caller identity is put in place by the authentication layer; its absence is a bug.
 pub fn missing_caller() -> ErrorData {
     ErrorData::new(

@@ -212,11 +212,17 @@ impl ServerHandler for McpGateway {
         };
         let args = request.arguments.unwrap_or_default();
         let message_id = context.id.to_string();
-        let outcome = self
-            .state
-            .pipeline
-            .run(&caller, tool, args, &message_id, options)
-            .await;
+        // MCP 2025-11-25 "Cancellation": when the client cancels, the call is dropped where it
+        // stands; an upstream MCP server then hears `notifications/cancelled` in turn (rmcp's
+        // client sends it for a request dropped in flight), an HTTP or Lambda request is
+        // abandoned.
+        let outcome = tokio::select! {
+            outcome = self.state.pipeline.run(&caller, tool, args, &message_id, options) => outcome,
+            () = context.ct.cancelled() => {
+                tracing::info!(tool = %request.name, "the client cancelled the call");
+                return Err(errors::cancelled());
+            }
+        };
         let channel = Self::consent_channel(&context);
         if let (CallOutcome::NeedsConsent(prompt), ConsentChannel::ElicitationError) =
             (&outcome, channel)

@@ -45,6 +45,8 @@ pub struct Upstream {
     pub reject_next: Arc<Mutex<usize>>,
     added: Arc<Mutex<Vec<Tool>>>,
     peers: Peers,
+    /// What became of `hang` calls.
+    pub hang: HangSignals,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -104,6 +106,39 @@ fn tools() -> Vec<Tool> {
 struct Handler {
     added: Arc<Mutex<Vec<Tool>>>,
     peers: Peers,
+    hang: HangSignals,
+}
+
+/// A count that can be awaited: how many times something happened.
+#[derive(Default)]
+pub struct Signal {
+    count: std::sync::atomic::AtomicUsize,
+    notify: tokio::sync::Notify,
+}
+
+impl Signal {
+    fn fire(&self) {
+        self.count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.notify.notify_waiters();
+    }
+
+    /// Waits until it happened `count` times (event-driven; the caller bounds it).
+    pub async fn reached(&self, count: usize) {
+        loop {
+            let fired = self.notify.notified();
+            if self.count.load(std::sync::atomic::Ordering::SeqCst) >= count {
+                return;
+            }
+            fired.await;
+        }
+    }
+}
+
+/// The `hang` tool's calls: started, and cancelled by the client (`notifications/cancelled`).
+#[derive(Clone, Default)]
+pub struct HangSignals {
+    pub started: Arc<Signal>,
+    pub cancelled: Arc<Signal>,
 }
 
 /// Every initialised session's peer, and a signal when one more is there.
@@ -194,7 +229,12 @@ impl ServerHandler for Handler {
                     None,
                 ));
             }
-            "hang" => std::future::pending().await,
+            "hang" => {
+                self.hang.started.fire();
+                context.ct.cancelled().await;
+                self.hang.cancelled.fire();
+                return Err(ErrorData::new(ErrorCode::INTERNAL_ERROR, "cancelled", None));
+            }
             other => {
                 return Err(ErrorData::new(
                     ErrorCode::INVALID_PARAMS,
@@ -274,6 +314,7 @@ impl Upstream {
         let handler = Handler::default();
         let added = handler.added.clone();
         let peers = handler.peers.clone();
+        let hang = handler.hang.clone();
         let service = StreamableHttpService::new(
             move || Ok(handler.clone()),
             Arc::new(LocalSessionManager::default()),
@@ -299,6 +340,7 @@ impl Upstream {
             reject_next,
             added,
             peers,
+            hang,
             task,
         }
     }
