@@ -87,10 +87,16 @@ async fn tools_are_discovered_over_every_page_with_their_schemas() {
     let tools = world.client.list_all_tools().await.unwrap();
     let mut names: Vec<&str> = tools.iter().map(|t| t.name.as_ref()).collect();
     names.sort();
-    // Five upstream tools over three pages; "bad name!" cannot be prefixed and is skipped.
+    // Six upstream tools over three pages; "bad name!" cannot be prefixed and is skipped.
     assert_eq!(
         names,
-        ["up___boom", "up___fail", "up___hang", "up___whoami"]
+        [
+            "up___boom",
+            "up___fail",
+            "up___hang",
+            "up___progress",
+            "up___whoami"
+        ]
     );
     let whoami = tools.iter().find(|t| t.name == "up___whoami").unwrap();
     assert_eq!(
@@ -345,4 +351,70 @@ async fn a_cancelled_call_is_cancelled_at_the_upstream_too() {
     // The session serves the next call.
     let ok = call(&world.client, "up___whoami", json!({})).await;
     assert_eq!(ok.is_error, Some(false), "{}", text_of(&ok));
+}
+
+/// A client that keeps every `notifications/progress` it hears.
+#[derive(Clone)]
+struct ProgressListener {
+    heard: mpsc::UnboundedSender<rmcp::model::ProgressNotificationParam>,
+}
+
+impl ClientHandler for ProgressListener {
+    async fn on_progress(
+        &self,
+        params: rmcp::model::ProgressNotificationParam,
+        _context: NotificationContext<RoleClient>,
+    ) {
+        let _ = self.heard.send(params);
+    }
+
+    fn get_info(&self) -> ListenerConfig {
+        ListenerConfig::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_servers_progress_reaches_the_client_that_asked_for_it() {
+    let world = world(json!({})).await;
+    let (heard, mut progress) = mpsc::unbounded_channel();
+    let transport = StreamableHttpClientTransport::from_config(
+        StreamableHttpClientTransportConfig::with_uri(world.gateway.mcp_url())
+            .auth_header(world.gateway.token(&world.idp).await),
+    );
+    let client = ProgressListener { heard }.serve(transport).await.unwrap();
+    // rmcp's client gives the request its progress token; the gateway must answer under it.
+    let request = rmcp::model::ClientRequest::CallToolRequest(rmcp::model::CallToolRequest::new(
+        rmcp::model::CallToolRequestParams::new("up___progress"),
+    ));
+    let handle = client
+        .send_cancellable_request(request, rmcp::service::PeerRequestOptions::no_options())
+        .await
+        .unwrap();
+    let mine = handle.progress_token.clone();
+    let rmcp::model::ServerResult::CallToolResult(result) = handle.await_response().await.unwrap()
+    else {
+        panic!("not a tools/call result")
+    };
+    assert_eq!(result.is_error, Some(false), "{}", text_of(&result));
+    // The upstream was asked for progress (under a token of the gateway's session).
+    assert!(!result.structured_content.unwrap()["token"].is_null());
+    // The reports under the client's token, increasing, ending with the last step (rmcp's
+    // client hands each notification to its handler in a task of its own, so the order in
+    // which this handler hears them is not the order on the wire).
+    let bound = std::time::Duration::from_secs(30);
+    let mut seen = Vec::new();
+    while !seen.contains(&3.0) {
+        let report = tokio::time::timeout(bound, progress.recv())
+            .await
+            .expect("the last progress report never came")
+            .unwrap();
+        assert_eq!(report.progress_token, mine);
+        assert_eq!(report.total, Some(3.0));
+        assert_eq!(
+            report.message.as_deref(),
+            Some(format!("step {}", report.progress).as_str())
+        );
+        assert!(!seen.contains(&report.progress), "a report twice: {seen:?}");
+        seen.push(report.progress);
+    }
 }

@@ -78,10 +78,21 @@ impl CallOutcome {
 }
 
 /// Per-call options from the request's `_meta`.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Default, Clone)]
 pub struct CallOptions {
     /// Ask for a new consent even if a token exists (AgentCore `forceAuthentication`).
     pub force_authentication: bool,
+    /// Where the target's progress goes, when the caller sent a `progressToken`.
+    pub progress: Option<Arc<dyn crate::targets::ProgressSink>>,
+}
+
+impl std::fmt::Debug for CallOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallOptions")
+            .field("force_authentication", &self.force_authentication)
+            .field("progress", &self.progress.is_some())
+            .finish()
+    }
 }
 
 /// One argument-validation failure: `<JSON pointer>: <keyword>: <message>`.
@@ -210,6 +221,7 @@ impl CallPipeline {
             message_id,
             user_id: &user_id,
             args: &args,
+            progress: options.progress.as_ref(),
         };
         let runtime = &tool.target.runtime;
         let invoked = runtime.invoke(&call, credential.as_ref()).await;

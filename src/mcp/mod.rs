@@ -12,6 +12,7 @@
 
 pub mod errors;
 mod outcome;
+mod progress;
 pub mod search_tool;
 pub mod session_owner;
 mod sessions;
@@ -209,6 +210,10 @@ impl ServerHandler for McpGateway {
                     .meta
                     .as_ref()
                     .is_some_and(|m| force_authentication(&m.0.0)),
+            progress: context
+                .meta
+                .get_progress_token()
+                .map(|token| progress::relay(context.peer.clone(), token)),
         };
         let args = request.arguments.unwrap_or_default();
         let message_id = context.id.to_string();

@@ -339,6 +339,7 @@ mod tests {
             message_id: "7",
             user_id: "https://idp#alice",
             args: &args,
+            progress: None,
         };
         let encoded = client_context(&call, None).unwrap();
         let decoded: Value = serde_json::from_slice(&STANDARD.decode(encoded).unwrap()).unwrap();

@@ -79,6 +79,22 @@ pub struct ToolCall<'a> {
     /// `issuer#subject` of the caller.
     pub user_id: &'a str,
     pub args: &'a Map<String, Value>,
+    /// Where progress goes, when the caller asked for it (a `progressToken`).
+    pub progress: Option<&'a Arc<dyn ProgressSink>>,
+}
+
+/// Where a target reports a call's progress (MCP 2025-11-25 "Progress"): the caller's client
+/// asked for it with a `progressToken`, and the MCP layer turns each report into a
+/// `notifications/progress` with that token. Protocol-free here, so a target needs no MCP
+/// server types to report.
+pub trait ProgressSink: Send + Sync + std::fmt::Debug {
+    /// Sends one report; done when it is on its way to the client.
+    fn report(
+        &self,
+        progress: f64,
+        total: Option<f64>,
+        message: Option<String>,
+    ) -> BoxFuture<'_, ()>;
 }
 
 /// What a target answered.

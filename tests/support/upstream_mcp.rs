@@ -97,6 +97,11 @@ fn tools() -> Vec<Tool> {
             Some("A name the gateway cannot serve: skipped and reported.".into()),
             object(json!({"type": "object"})),
         ),
+        Tool::new_with_raw(
+            "progress",
+            Some("Reports three steps of progress on the call's token, then answers.".into()),
+            object(json!({"type": "object"})),
+        ),
     ]
 }
 
@@ -228,6 +233,23 @@ impl ServerHandler for Handler {
                     "the upstream exploded",
                     None,
                 ));
+            }
+            "progress" => {
+                let token = context.meta.get_progress_token();
+                if let Some(token) = &token {
+                    for step in 1..=3 {
+                        let param = rmcp::model::ProgressNotificationParam::new(
+                            token.clone(),
+                            f64::from(step),
+                        )
+                        .with_total(3.0)
+                        .with_message(format!("step {step}"));
+                        let _ = context.peer.notify_progress(param).await;
+                    }
+                }
+                CallToolResult::structured(
+                    json!({ "token": serde_json::to_value(&token).unwrap() }),
+                )
             }
             "hang" => {
                 self.hang.started.fire();

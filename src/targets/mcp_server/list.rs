@@ -10,7 +10,7 @@
 use rmcp::model::Tool;
 use serde_json::{Map, Value};
 
-use super::sessions::{ConnectError, connect};
+use super::sessions::{ConnectError, client_info, connect_as};
 use super::{BoxFuture, SpecProblems, check};
 use crate::targets::ListInput;
 
@@ -28,7 +28,7 @@ pub fn list_tools<'a>(input: &'a ListInput<'a>) -> BoxFuture<'a, Result<Vec<Valu
         };
         let url = checked.url.as_str();
         let listing = async {
-            let client = connect(url, &input.transport.http, None)
+            let client = connect_as(url, &input.transport.http, None, client_info())
                 .await
                 .map_err(|error| match error {
                     ConnectError::Refused(_) => format!(

@@ -14,6 +14,7 @@
 //! `refreshSeconds` and whenever the server says its tools changed ([`list`], [`watch`]).
 
 mod list;
+mod progress;
 mod sessions;
 mod watch;
 
@@ -198,7 +199,11 @@ impl McpServerTarget {
                 Err(ConnectError::Failed(reason)) => return Err(TargetError::Unreachable(reason)),
             };
             let params = CallToolRequestParams::new(name.clone()).with_arguments(call.args.clone());
-            match client.call_tool(params).await {
+            let answer = match call.progress {
+                Some(sink) => progress::call_with_progress(&client, params, sink).await,
+                None => client.call_tool(params).await,
+            };
+            match answer {
                 Ok(result) => Ok(Invocation::answered(result)),
                 Err(ServiceError::McpError(error)) => {
                     Ok(Invocation::answered(self.json_rpc_error(name, &error)))

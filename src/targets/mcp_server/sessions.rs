@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 use http::{HeaderName, HeaderValue};
 use rmcp::ServiceExt;
 use rmcp::model::{ClientCapabilities, ClientConfig, Implementation};
+
+pub use super::progress::SessionHandler;
 use rmcp::service::{RoleClient, RunningService, ServiceError};
 use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::streamable_http_client::{
@@ -26,7 +28,7 @@ use rmcp::transport::streamable_http_client::{
 use crate::credential::{ApiKeyLocation, Injection};
 
 /// An open client session with the upstream server.
-pub type Client = RunningService<RoleClient, ClientConfig>;
+pub type Client = RunningService<RoleClient, SessionHandler>;
 
 /// Why no session could be opened.
 #[derive(Debug)]
@@ -53,7 +55,7 @@ pub async fn connect(
     http: &reqwest::Client,
     credential: Option<&Injection>,
 ) -> Result<Client, ConnectError> {
-    connect_as(url, http, credential, client_info()).await
+    connect_as(url, http, credential, SessionHandler::default()).await
 }
 
 /// [`connect`] with a handler of the server's messages to the client (notifications).

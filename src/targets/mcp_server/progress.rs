@@ -1,0 +1,139 @@
+//! Progress from the upstream server back to the caller (MCP 2025-11-25 "Progress").
+//!
+//! rmcp's client gives every request a progress token of its own; a call whose caller asked
+//! for progress is sent with [`call_with_progress`], which routes the server's
+//! `notifications/progress` for that token to the call's [`ProgressSink`] while the call is in
+//! flight. The caller's own token never goes upstream, so one user's token cannot be used to
+//! address another's call, and the session's other calls are not affected.
+//!
+//! rmcp handles each incoming notification in a task of its own, so a report can still be on
+//! its way when the answer arrives: before answering, the call lets those tasks run and waits
+//! for the reports they are relaying. A report whose task has not started by then is still
+//! relayed for [`LATE`] after the answer (a client may ignore it, as MCP allows); then the
+//! route is gone.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use rmcp::model::{
+    CallToolRequest, CallToolRequestParams, CallToolResult, CancelledNotificationParam,
+    ClientConfig, ClientRequest, ProgressNotificationParam, ProgressToken, RequestId, ServerResult,
+};
+use rmcp::service::{NotificationContext, Peer, PeerRequestOptions, RoleClient, ServiceError};
+
+use super::sessions::{Client, client_info};
+use crate::targets::ProgressSink;
+
+/// What a user's upstream session does with the server's notifications: progress of a call in
+/// flight goes to that call's sink; the rest is ignored as by rmcp's default client.
+/// How long a call's route outlives its answer, for reports already on their way.
+const LATE: std::time::Duration = std::time::Duration::from_secs(1);
+
+type Routes = Arc<parking_lot::Mutex<HashMap<ProgressToken, Arc<Routed>>>>;
+
+#[derive(Default)]
+pub struct SessionHandler {
+    progress: Routes,
+}
+
+/// A call's sink and the reports being relayed to it right now.
+struct Routed {
+    sink: Arc<dyn ProgressSink>,
+    relaying: tokio::sync::watch::Sender<usize>,
+}
+
+impl rmcp::ClientHandler for SessionHandler {
+    fn get_info(&self) -> ClientConfig {
+        client_info()
+    }
+
+    async fn on_progress(
+        &self,
+        params: ProgressNotificationParam,
+        _context: NotificationContext<RoleClient>,
+    ) {
+        let routed = self.progress.lock().get(&params.progress_token).cloned();
+        if let Some(routed) = routed {
+            routed.relaying.send_modify(|n| *n += 1);
+            routed
+                .sink
+                .report(params.progress, params.total, params.message)
+                .await;
+            routed.relaying.send_modify(|n| *n -= 1);
+        }
+    }
+}
+
+/// A route from a token to a sink; dropping it (the call ended) removes it [`LATE`] after.
+struct Route {
+    routes: Routes,
+    token: ProgressToken,
+}
+
+impl Drop for Route {
+    fn drop(&mut self) {
+        let (routes, token) = (self.routes.clone(), self.token.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(LATE).await;
+            routes.lock().remove(&token);
+        });
+    }
+}
+
+/// Tells the server a request is abandoned if the call is dropped before its answer (the
+/// caller cancelled, or `timeoutMs` passed), as rmcp's own `call_tool` does.
+struct CancelOnDrop {
+    peer: Peer<RoleClient>,
+    id: Option<RequestId>,
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if let Some(id) = self.id.take() {
+            let peer = self.peer.clone();
+            let param =
+                CancelledNotificationParam::new(Some(id), Some("cancelled by the caller".into()));
+            tokio::spawn(async move {
+                let _ = peer.notify_cancelled(param).await;
+            });
+        }
+    }
+}
+
+/// `tools/call` on `client`, relaying the server's progress for it to `sink`.
+pub async fn call_with_progress(
+    client: &Client,
+    params: CallToolRequestParams,
+    sink: &Arc<dyn ProgressSink>,
+) -> Result<CallToolResult, ServiceError> {
+    let request = ClientRequest::CallToolRequest(CallToolRequest::new(params));
+    let handle = client
+        .send_cancellable_request(request, PeerRequestOptions::no_options())
+        .await?;
+    let handler = client.service();
+    let (relaying, mut relayed) = tokio::sync::watch::channel(0usize);
+    handler.progress.lock().insert(
+        handle.progress_token.clone(),
+        Arc::new(Routed {
+            sink: sink.clone(),
+            relaying,
+        }),
+    );
+    let _route = Route {
+        routes: handler.progress.clone(),
+        token: handle.progress_token.clone(),
+    };
+    let mut abandoned = CancelOnDrop {
+        peer: client.peer().clone(),
+        id: Some(handle.id.clone()),
+    };
+    let response = handle.await_response().await;
+    abandoned.id = None;
+    // Reports that came before the answer go out before it (see the module notes).
+    tokio::task::yield_now().await;
+    let _ = relayed.wait_for(|n| *n == 0).await;
+    match response? {
+        ServerResult::CallToolResult(result) => Ok(result),
+        _ => Err(ServiceError::UnexpectedResponse),
+    }
+}
