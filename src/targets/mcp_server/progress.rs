@@ -9,8 +9,8 @@
 //! rmcp handles each incoming notification in a task of its own, so a report can still be on
 //! its way when the answer arrives: before answering, the call lets those tasks run and waits
 //! for the reports they are relaying. A report whose task has not started by then is still
-//! relayed for [`LATE`] after the answer (a client may ignore it, as MCP allows); then the
-//! route is gone.
+//! relayed for at least [`LATE`] after the answer (a client may ignore it, as MCP allows); the
+//! route goes with a later call's insert.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -29,7 +29,30 @@ use crate::targets::ProgressSink;
 /// How long a call's route outlives its answer, for reports already on their way.
 const LATE: std::time::Duration = std::time::Duration::from_secs(1);
 
-type Routes = Arc<parking_lot::Mutex<HashMap<ProgressToken, Arc<Routed>>>>;
+type Routes = Arc<parking_lot::Mutex<RouteTable>>;
+
+/// The session's routes, and when ended ones were last dropped (at most once per [`LATE`], so
+/// a busy session pays one scan per second, not one per call).
+struct RouteTable {
+    routes: HashMap<ProgressToken, Route>,
+    pruned: std::time::Instant,
+}
+
+impl Default for RouteTable {
+    fn default() -> RouteTable {
+        RouteTable {
+            routes: HashMap::new(),
+            pruned: std::time::Instant::now(),
+        }
+    }
+}
+
+/// A call's route: its sink, and when the call ended (then it is dropped at least [`LATE`]
+/// after, by a later call's insert: no timer per call).
+struct Route {
+    routed: Arc<Routed>,
+    ended: Option<std::time::Instant>,
+}
 
 #[derive(Default)]
 pub struct SessionHandler {
@@ -52,7 +75,12 @@ impl rmcp::ClientHandler for SessionHandler {
         params: ProgressNotificationParam,
         _context: NotificationContext<RoleClient>,
     ) {
-        let routed = self.progress.lock().get(&params.progress_token).cloned();
+        let routed = self
+            .progress
+            .lock()
+            .routes
+            .get(&params.progress_token)
+            .map(|route| route.routed.clone());
         if let Some(routed) = routed {
             routed.relaying.send_modify(|n| *n += 1);
             routed
@@ -64,19 +92,17 @@ impl rmcp::ClientHandler for SessionHandler {
     }
 }
 
-/// A route from a token to a sink; dropping it (the call ended) removes it [`LATE`] after.
-struct Route {
+/// Marks a call's route ended when the call is over.
+struct Ended {
     routes: Routes,
     token: ProgressToken,
 }
 
-impl Drop for Route {
+impl Drop for Ended {
     fn drop(&mut self) {
-        let (routes, token) = (self.routes.clone(), self.token.clone());
-        tokio::spawn(async move {
-            tokio::time::sleep(LATE).await;
-            routes.lock().remove(&token);
-        });
+        if let Some(route) = self.routes.lock().routes.get_mut(&self.token) {
+            route.ended = Some(std::time::Instant::now());
+        }
     }
 }
 
@@ -112,14 +138,26 @@ pub async fn call_with_progress(
         .await?;
     let handler = client.service();
     let (relaying, mut relayed) = tokio::sync::watch::channel(0usize);
-    handler.progress.lock().insert(
-        handle.progress_token.clone(),
-        Arc::new(Routed {
-            sink: sink.clone(),
-            relaying,
-        }),
-    );
-    let _route = Route {
+    {
+        let mut table = handler.progress.lock();
+        if table.pruned.elapsed() >= LATE {
+            table
+                .routes
+                .retain(|_, route| route.ended.is_none_or(|ended| ended.elapsed() < LATE));
+            table.pruned = std::time::Instant::now();
+        }
+        table.routes.insert(
+            handle.progress_token.clone(),
+            Route {
+                routed: Arc::new(Routed {
+                    sink: sink.clone(),
+                    relaying,
+                }),
+                ended: None,
+            },
+        );
+    }
+    let _ended = Ended {
         routes: handler.progress.clone(),
         token: handle.progress_token.clone(),
     };
