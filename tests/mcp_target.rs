@@ -73,6 +73,28 @@ async fn world(section: Value) -> World {
     }
 }
 
+impl World {
+    /// A client of the gateway with its own handler of the gateway's notifications.
+    async fn connect<H: ClientHandler>(&self, handler: H) -> RunningService<RoleClient, H> {
+        let transport = StreamableHttpClientTransport::from_config(
+            StreamableHttpClientTransportConfig::with_uri(self.gateway.mcp_url())
+                .auth_header(self.gateway.token(&self.idp).await),
+        );
+        handler.serve(transport).await.unwrap()
+    }
+}
+
+/// Every tool name the gateway lists to `client`.
+async fn tool_names<H: ClientHandler>(client: &RunningService<RoleClient, H>) -> Vec<String> {
+    client
+        .list_all_tools()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name.to_string())
+        .collect()
+}
+
 async fn client(idp: &Idp, gateway: &TestGateway) -> RunningService<RoleClient, ClientConfig> {
     let transport = StreamableHttpClientTransport::from_config(
         StreamableHttpClientTransportConfig::with_uri(gateway.mcp_url())
@@ -271,11 +293,7 @@ async fn validate_reports_a_skipped_upstream_tool_with_its_place() {
 async fn discovered_tools_are_listed_again_and_sessions_are_told() {
     let world = world(json!({"refreshSeconds": 1})).await;
     let (changed, mut changes) = mpsc::unbounded_channel();
-    let transport = StreamableHttpClientTransport::from_config(
-        StreamableHttpClientTransportConfig::with_uri(world.gateway.mcp_url())
-            .auth_header(world.gateway.token(&world.idp).await),
-    );
-    let listener = Listener { changed }.serve(transport).await.unwrap();
+    let listener = world.connect(Listener { changed }).await;
     world.upstream.add_tool("fresh").await;
     // Event-driven: the gateway announces the change once its refresh found it. The bound
     // only turns a hang into a failure.
@@ -283,13 +301,7 @@ async fn discovered_tools_are_listed_again_and_sessions_are_told() {
         .await
         .expect("no tools/list_changed within 30 s")
         .unwrap();
-    let names: Vec<String> = listener
-        .list_all_tools()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|t| t.name.to_string())
-        .collect();
+    let names = tool_names(&listener).await;
     assert!(names.contains(&"up___fresh".to_string()), "{names:?}");
     let result = call(&world.client, "up___whoami", json!({})).await;
     assert_eq!(result.is_error, Some(false), "{}", text_of(&result));
@@ -300,11 +312,7 @@ async fn the_servers_own_list_changed_makes_the_gateway_list_again() {
     // No periodic listing within the test: only the server's notification can do it.
     let world = world(json!({"refreshSeconds": 3600})).await;
     let (changed, mut changes) = mpsc::unbounded_channel();
-    let transport = StreamableHttpClientTransport::from_config(
-        StreamableHttpClientTransportConfig::with_uri(world.gateway.mcp_url())
-            .auth_header(world.gateway.token(&world.idp).await),
-    );
-    let listener = Listener { changed }.serve(transport).await.unwrap();
+    let listener = world.connect(Listener { changed }).await;
     let bound = std::time::Duration::from_secs(30);
     // Discovery's session, then the one the gateway keeps open to hear the server.
     tokio::time::timeout(bound, world.upstream.sessions_initialised(2))
@@ -316,13 +324,7 @@ async fn the_servers_own_list_changed_makes_the_gateway_list_again() {
         .await
         .expect("no tools/list_changed reached the gateway's client")
         .unwrap();
-    let names: Vec<String> = listener
-        .list_all_tools()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|t| t.name.to_string())
-        .collect();
+    let names = tool_names(&listener).await;
     assert!(names.contains(&"up___announced".to_string()), "{names:?}");
 }
 
@@ -377,11 +379,7 @@ impl ClientHandler for ProgressListener {
 async fn the_servers_progress_reaches_the_client_that_asked_for_it() {
     let world = world(json!({})).await;
     let (heard, mut progress) = mpsc::unbounded_channel();
-    let transport = StreamableHttpClientTransport::from_config(
-        StreamableHttpClientTransportConfig::with_uri(world.gateway.mcp_url())
-            .auth_header(world.gateway.token(&world.idp).await),
-    );
-    let client = ProgressListener { heard }.serve(transport).await.unwrap();
+    let client = world.connect(ProgressListener { heard }).await;
     // rmcp's client gives the request its progress token; the gateway must answer under it.
     let request = rmcp::model::ClientRequest::CallToolRequest(rmcp::model::CallToolRequest::new(
         rmcp::model::CallToolRequestParams::new("up___progress"),
