@@ -288,7 +288,10 @@ impl Gateway {
         } else {
             None
         };
-        let shared_buckets = vault.as_ref().and_then(vault::Vault::shared_buckets);
+        let shared_buckets = vault
+            .as_ref()
+            .filter(|_| needs_shared_buckets)
+            .and_then(vault::Vault::shared_buckets);
         let identity = match vault {
             Some(vault) if needs_identity => Some(Arc::new(identity::Identity::new(
                 identity_sections(&config),

@@ -122,7 +122,7 @@ impl RateLimits {
     /// Admits one call of `tool` by `caller` now, or says which rule refused and when to retry.
     /// Shared rules cost one database round trip; the others none.
     pub async fn admit(&self, caller: &Caller, tool: &str) -> Result<Permit, Limited> {
-        let Some(buckets) = &self.shared else {
+        let Some(buckets) = self.shared.as_ref().filter(|_| !self.rules.is_empty()) else {
             return self.admit_at(caller, tool, Instant::now());
         };
         let covering = self.covering(caller, tool);

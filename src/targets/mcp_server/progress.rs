@@ -82,13 +82,29 @@ impl rmcp::ClientHandler for SessionHandler {
             .get(&params.progress_token)
             .map(|route| route.routed.clone());
         if let Some(routed) = routed {
-            routed.relaying.send_modify(|n| *n += 1);
+            let _relaying = Relaying::start(&routed.relaying);
             routed
                 .sink
                 .report(params.progress, params.total, params.message)
                 .await;
-            routed.relaying.send_modify(|n| *n -= 1);
         }
+    }
+}
+
+/// One report being relayed; counted until it is sent or its task is dropped (so a call never
+/// waits for a report that will not come).
+struct Relaying<'a>(&'a tokio::sync::watch::Sender<usize>);
+
+impl<'a> Relaying<'a> {
+    fn start(count: &'a tokio::sync::watch::Sender<usize>) -> Relaying<'a> {
+        count.send_modify(|n| *n += 1);
+        Relaying(count)
+    }
+}
+
+impl Drop for Relaying<'_> {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n = n.saturating_sub(1));
     }
 }
 

@@ -15,7 +15,7 @@ async fn the_wrong_key_is_refused_when_the_vault_opens() {
         .put_token(&key("alice", "github"), &token("a", None))
         .await
         .unwrap();
-    drop(store);
+    store.close().await.unwrap();
 
     let error = SledStore::open(&fx.vault, Keyring::generate().unwrap()).unwrap_err();
     assert!(matches!(error, VaultError::KeyMismatch { .. }), "{error:?}");
@@ -77,7 +77,7 @@ async fn rotation_keeps_every_record_readable_and_the_old_key_is_no_longer_neede
     assert!(text.starts_with("2 "));
     assert!(!text.contains(old_key_file.trim()));
     assert_private(&fx.key_file);
-    drop(store);
+    store.close().await.unwrap();
 
     // Opening with only the new key works; the old key no longer opens the vault.
     let store = fx.open().unwrap();
@@ -93,7 +93,7 @@ async fn rotation_keeps_every_record_readable_and_the_old_key_is_no_longer_neede
         store.get_api_key("w", "weather").await.unwrap(),
         Some(Secret::new("wk"))
     );
-    drop(store);
+    store.close().await.unwrap();
     let old = Keyring::from_env_base64(&old_key_file).unwrap();
     assert!(matches!(
         SledStore::open(&fx.vault, old),
@@ -113,7 +113,7 @@ async fn a_crash_between_rotation_steps_leaves_every_record_readable() {
         .put_token(&key("alice", "github"), &token("old", None))
         .await
         .unwrap();
-    drop(store);
+    store.close().await.unwrap();
 
     // Crash after step 1: the file holds both keys, the records are under the old one.
     Keyring::load_file(&fx.key_file)
@@ -130,14 +130,14 @@ async fn a_crash_between_rotation_steps_leaves_every_record_readable() {
 
     // Crash after step 2: re-sealed, old key not yet retired.
     assert_eq!(store.reseal_all().await.unwrap(), 2); // alice + canary
-    drop(store);
+    store.close().await.unwrap();
     let store = fx.open().unwrap();
     assert_eq!(store.list_tokens(None).await.unwrap().len(), 2);
 
     // Running the rotation again finishes the job.
     let rotation = store.rotate_key(&fx.key_file).await.unwrap();
     assert_eq!((rotation.old_key_ids, rotation.new_key_id), (vec![1, 2], 3));
-    drop(store);
+    store.close().await.unwrap();
     let store = fx.open().unwrap();
     assert_eq!(store.list_tokens(None).await.unwrap().len(), 2);
 }
@@ -270,7 +270,7 @@ async fn open_vault_never_starts_without_a_key() {
         .put_token(&key("alice", "github"), &token("t", None))
         .await
         .unwrap();
-    drop(store);
+    store.close().await.unwrap();
     let store = open_sled_vault(&vault, Some(&key_file), None, false)
         .await
         .unwrap();
@@ -281,7 +281,7 @@ async fn open_vault_never_starts_without_a_key() {
             .unwrap()
             .is_some()
     );
-    drop(store);
+    store.close().await.unwrap();
 
     // The environment wins over the file: a different env key is refused by this vault...
     let env = STANDARD.encode([3u8; 32]);
