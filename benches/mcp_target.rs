@@ -95,14 +95,7 @@ fn start_upstream(runtime: &tokio::runtime::Runtime) -> String {
             StreamableHttpServerConfig::default(),
         );
         let app = axum::Router::new().route_service("/mcp", service);
-        // TCP_NODELAY, as the gateway sets it on its own connections. Without it this
-        // server's responses stall ~40 ms per call through the gateway (Nagle against the
-        // gateway's delayed ACK) while the direct client is not affected: measured, not yet
-        // explained; see the README's performance notes.
-        use axum::serve::ListenerExt;
-        let listener = listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
+        // axum's defaults (no TCP_NODELAY), as most servers built on rmcp run.
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         url
     })

@@ -159,6 +159,8 @@ impl From<BodyError> for TargetError {
 #[derive(Clone)]
 pub struct Transport {
     pub http: reqwest::Client,
+    /// For MCP servers: no idle connection is reused (see [`mcp_server::client`]).
+    pub mcp_http: reqwest::Client,
     pub lambda: lambda::LambdaClients,
     /// Signalled when a target hears that its server's tools changed (an MCP server's
     /// `notifications/tools/list_changed`): the gateway lists discovered tools again.
@@ -169,6 +171,7 @@ impl Transport {
     pub fn new() -> Result<Transport, reqwest::Error> {
         Ok(Transport {
             http: http::client()?,
+            mcp_http: mcp_server::client()?,
             lambda: lambda::LambdaClients::default(),
             tools_changed: Arc::default(),
         })

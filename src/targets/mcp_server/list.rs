@@ -28,7 +28,7 @@ pub fn list_tools<'a>(input: &'a ListInput<'a>) -> BoxFuture<'a, Result<Vec<Valu
         };
         let url = checked.url.as_str();
         let listing = async {
-            let client = connect_as(url, &input.transport.http, None, client_info())
+            let client = connect_as(url, &input.transport.mcp_http, None, client_info())
                 .await
                 .map_err(|error| match error {
                     ConnectError::Refused(_) => format!(
