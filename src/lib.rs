@@ -17,6 +17,7 @@ pub mod inbound;
 pub mod limits;
 pub mod mcp;
 pub mod policy;
+mod reload;
 mod routes;
 pub mod search;
 pub mod secret;
@@ -41,6 +42,9 @@ use crate::config::{Config, KeySourceConfig};
 use crate::inbound::{AuthLayerState, DevIssuer, KeyStore, Verifier};
 use crate::mcp::{McpGateway, McpState, SessionOwners, SessionRegistry};
 use crate::targets::Transport;
+
+use reload::{activate, log_catalog, render_policy_problems, warn_policy_schema_problems};
+pub use reload::{load_catalog, tool_shapes};
 
 /// The assembled parts. Each router gets only its own part (the MCP surface [`McpState`],
 /// the browser routes and the identity API their `Identity`, the operational routes
@@ -86,38 +90,6 @@ pub enum StartError {
         #[source]
         source: notify::Error,
     },
-}
-
-/// Starts the background work of a snapshot's targets, once it serves.
-fn activate(catalog: &Catalog) {
-    for target in catalog.targets() {
-        target.runtime.activate();
-    }
-}
-
-/// The catalog's tools as the Cedar schema sees them (DESIGN 2.10).
-pub fn tool_shapes(catalog: &Catalog) -> impl Iterator<Item = policy::ToolShape<'_>> {
-    catalog.tools().map(|tool| policy::ToolShape {
-        name: &tool.qualified_name,
-        input_schema: &tool.listing.input_schema,
-    })
-}
-
-/// Logs every policy that fails Cedar's validation against the catalog's schema. A warning,
-/// not a refusal: a policy about a tool that is gone for now must not stop every other
-/// decision; `portcullis validate` fails on the same problems.
-fn warn_policy_schema_problems(policies: &policy::Policies, catalog: &Catalog) {
-    for problem in policies.validate(tool_shapes(catalog)) {
-        tracing::warn!(%problem, "a policy does not validate against the catalog's Cedar schema");
-    }
-}
-
-fn render_policy_problems(problems: &[policy::PolicyProblem]) -> String {
-    problems
-        .iter()
-        .map(|p| format!("  - {p}"))
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 impl GatewayState {
@@ -166,72 +138,6 @@ impl GatewayState {
         self.catalog.store(Arc::new(catalog));
         self.mcp.sessions.notify_tools_changed().await;
     }
-}
-
-/// Loads the target files (failed files keep their version from `previous`) and checks every
-/// credential reference against the config: what `serve` starts with, reload swaps in and
-/// `portcullis validate` reports.
-pub async fn load_catalog(
-    config: &Config,
-    previous: &Catalog,
-    transport: &Transport,
-) -> (Catalog, Vec<catalog::Problem>) {
-    let (mut catalog, mut problems) = Catalog::load(&config.targets.dir, previous, transport).await;
-    problems.extend(unknown_credential_references(config, &catalog));
-    if config.search.enabled
-        && let Err(error) = catalog.index_for_search()
-    {
-        // The tools still serve; the search tool says it is unavailable.
-        problems.push(catalog::Problem {
-            file: config.targets.dir.clone(),
-            pointer: String::new(),
-            message: format!("the tool-search index could not be built: {error}"),
-        });
-    }
-    (catalog, problems)
-}
-
-fn log_catalog(catalog: &Catalog, problems: &[catalog::Problem], message: &'static str) {
-    for problem in problems {
-        tracing::warn!(%problem, "target file problem");
-    }
-    tracing::info!(
-        targets = catalog.target_count(),
-        tools = catalog.len(),
-        "{message}"
-    );
-}
-
-/// Targets whose credentials name a provider or API key that the config does not define:
-/// reported by `portcullis validate` and logged at load, so the mistake shows before a call.
-fn unknown_credential_references(
-    config: &Config,
-    catalog: &crate::catalog::Catalog,
-) -> Vec<crate::catalog::Problem> {
-    catalog
-        .targets()
-        .filter_map(|target| {
-            let (pointer, name, known, section) = match target.credentials.as_ref()? {
-                credential::Credentials::Oauth(oauth) => (
-                    "/credentials/oauth/provider",
-                    &oauth.provider,
-                    config.providers.contains_key(&oauth.provider),
-                    "[providers]",
-                ),
-                credential::Credentials::ApiKey(key) => (
-                    "/credentials/apiKey/provider",
-                    &key.provider,
-                    config.api_keys.contains_key(&key.provider),
-                    "[api_keys]",
-                ),
-            };
-            (!known).then(|| crate::catalog::Problem {
-                file: target.file.clone(),
-                pointer: pointer.to_string(),
-                message: format!("{name:?} is not configured in {section} of the config"),
-            })
-        })
-        .collect()
 }
 
 /// A gateway ready to serve: its router and shared state.

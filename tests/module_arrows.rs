@@ -14,6 +14,7 @@ const LAYERS: &[(&str, u8)] = &[
     // lib.rs assembles the parts; its router helpers live beside it.
     ("lib", 1),
     ("routes", 1),
+    ("reload", 1),
     ("dev", 1),
     // Raw TOML -> each part's own validated section.
     ("config", 2),
