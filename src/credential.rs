@@ -77,3 +77,20 @@ pub enum Injection {
         value: Secret,
     },
 }
+
+/// A boxed, sendable future (what [`TargetCredentials`] returns, so it stays object-safe).
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+/// The gateway's own credential for a target, with no user involved: an API key or a
+/// client-credentials token (DESIGN 2.8: an MCP server's tools are "discovered ... with the
+/// target's own credential (none, API key or client credentials)"). `identity` implements it;
+/// a target that lists its own tools receives it and so needs nothing of `identity`.
+pub trait TargetCredentials: Send + Sync + std::fmt::Debug {
+    /// The credential `credentials` declares, for the RFC 8707 `resource` of the target. An
+    /// error says why there is none (an `AUTHORIZATION_CODE` credential is always a user's).
+    fn own_credential<'a>(
+        &'a self,
+        credentials: &'a Credentials,
+        resource: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Injection, String>>;
+}

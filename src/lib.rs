@@ -153,12 +153,7 @@ impl Gateway {
     pub async fn build(config: Config) -> Result<Gateway, StartError> {
         // Install the recorder before anything counts, so no early event is lost.
         let _ = telemetry::metrics_handle();
-        // For discovery, JWKS and token endpoints. No redirects: a token request must never be
-        // bounced to a host nobody configured (OAuth 2.0 Security BCP section 4.11).
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("portcullis/", env!("CARGO_PKG_VERSION")))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()?;
+        let http = identity_provider_client()?;
         let (keys, dev_issuer) = match &config.inbound.keys {
             KeySourceConfig::DevIssuer => {
                 let issuer = Arc::new(DevIssuer::load_or_create(
@@ -174,9 +169,6 @@ impl Gateway {
             }
             source => (Arc::new(KeyStore::remote(source, http.clone())), None),
         };
-        let transport = Transport::new()?;
-        let (catalog, problems) = load_catalog(&config, &Catalog::default(), &transport).await;
-        log_catalog(&catalog, &problems, "catalog loaded");
         let needs_identity = !(config.providers.is_empty()
             && config.api_keys.is_empty()
             && config.identity.access_keys.is_empty());
@@ -207,6 +199,13 @@ impl Gateway {
             ))),
             _ => None,
         };
+        // Loaded once the gateway's own credentials exist: an MCP server may be listed with them.
+        let mut transport = Transport::new()?;
+        transport.own_credentials = identity
+            .as_ref()
+            .map(|identity| identity.service().clone() as Arc<dyn credential::TargetCredentials>);
+        let (catalog, problems) = load_catalog(&config, &Catalog::default(), &transport).await;
+        log_catalog(&catalog, &problems, "catalog loaded");
         let identity_api = match &identity {
             Some(identity) => identity::api::IdentityApi::new(
                 identity_sections(&config),
@@ -356,6 +355,28 @@ impl Gateway {
         }
         result
     }
+}
+
+/// The client for discovery, JWKS and token endpoints. No redirects: a token request must never
+/// be bounced to a host nobody configured (OAuth 2.0 Security BCP section 4.11).
+fn identity_provider_client() -> Result<reqwest::Client, reqwest::Error> {
+    reqwest::Client::builder()
+        .user_agent(concat!("portcullis/", env!("CARGO_PKG_VERSION")))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+}
+
+/// The clients targets are built on, for a catalog loaded outside a running gateway
+/// (`portcullis validate`): with the config's own credentials, so that an MCP server that
+/// needs an API key or client credentials is listed as `serve` would list it.
+pub fn transport_for(config: &Config) -> Result<Transport, reqwest::Error> {
+    let mut transport = Transport::new()?;
+    if !(config.providers.is_empty() && config.api_keys.is_empty()) {
+        let service =
+            identity::service_credentials(&identity_sections(config), &identity_provider_client()?);
+        transport.own_credentials = Some(Arc::new(service));
+    }
+    Ok(transport)
 }
 
 /// Binds `config.server.listen` and serves until Ctrl-C / SIGTERM.

@@ -228,7 +228,7 @@ fn validate(path: Option<PathBuf>, dev: bool) -> Result<(), Failure> {
         eprintln!("{error}");
         Failure::Reported
     })?;
-    let transport = portcullis::targets::Transport::new().map_err(|error| {
+    let transport = portcullis::transport_for(&config).map_err(|error| {
         eprintln!("error: the HTTP client could not be built: {error}");
         Failure::Reported
     })?;
@@ -280,7 +280,7 @@ fn validate(path: Option<PathBuf>, dev: bool) -> Result<(), Failure> {
 /// to stderr (their tools are missing from the schema) without failing the command.
 fn policy_schema(path: Option<PathBuf>, dev: bool, json: bool) -> Result<(), Failure> {
     let config = Config::load(path.as_deref(), dev)?;
-    let transport = portcullis::targets::Transport::new()?;
+    let transport = portcullis::transport_for(&config)?;
     let (catalog, problems) = runtime(false)?.block_on(portcullis::load_catalog(
         &config,
         &Catalog::default(),

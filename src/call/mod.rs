@@ -84,6 +84,9 @@ pub struct CallOptions {
     pub force_authentication: bool,
     /// Where the target's progress goes, when the caller sent a `progressToken`.
     pub progress: Option<Arc<dyn crate::targets::ProgressSink>>,
+    /// The caller's own bearer token, given only for a target that forwards it
+    /// ([`crate::targets::Target::forwards_caller_token`]).
+    pub caller_token: Option<crate::secret::Secret>,
 }
 
 impl std::fmt::Debug for CallOptions {
@@ -91,6 +94,7 @@ impl std::fmt::Debug for CallOptions {
         f.debug_struct("CallOptions")
             .field("force_authentication", &self.force_authentication)
             .field("progress", &self.progress.is_some())
+            .field("caller_token", &self.caller_token.is_some())
             .finish()
     }
 }
@@ -202,11 +206,28 @@ impl CallPipeline {
             target_resource: tool.target.runtime.resource(),
             force_authentication: options.force_authentication,
         };
-        let credential = match self.credential(caller, tool, &request).await {
-            Ok(Some(Credential::Ready(injection))) => Some(injection),
-            Ok(Some(Credential::NeedsConsent(prompt))) => return CallOutcome::NeedsConsent(prompt),
-            Ok(None) => None,
-            Err(failure) => return failure,
+        //    A target that forwards the caller's own token gets that instead (the loader refuses
+        //    it together with `credentials`).
+        let runtime = &tool.target.runtime;
+        let passthrough = runtime.forwards_caller_token();
+        let credential = if passthrough {
+            match options.caller_token {
+                Some(token) => Some(Injection::Bearer(token)),
+                None => {
+                    return CallOutcome::TargetFailed(TargetError::Credential(
+                        "the caller's token to pass through is missing".into(),
+                    ));
+                }
+            }
+        } else {
+            match self.credential(caller, tool, &request).await {
+                Ok(Some(Credential::Ready(injection))) => Some(injection),
+                Ok(Some(Credential::NeedsConsent(prompt))) => {
+                    return CallOutcome::NeedsConsent(prompt);
+                }
+                Ok(None) => None,
+                Err(failure) => return failure,
+            }
         };
 
         // 4. Invoke. A refused bearer token means the user's token died: refresh once and
@@ -223,16 +244,16 @@ impl CallPipeline {
             args: &args,
             progress: options.progress.as_ref(),
         };
-        let runtime = &tool.target.runtime;
         let invoked = runtime.invoke(&call, credential.as_ref()).await;
         let invoked = match (invoked, &credential) {
+            // A refused pass-through token is the caller's to renew: the answer says so.
             (
                 Ok(Invocation {
                     credential_refused: Some(_),
                     ..
                 }),
                 Some(Injection::Bearer(used)),
-            ) => {
+            ) if !passthrough => {
                 let fresh = match self
                     .refresh_after_refusal(caller, tool, used, &request)
                     .await

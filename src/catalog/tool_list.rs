@@ -71,7 +71,12 @@ pub(super) async fn tool_list(
                 );
                 return None;
             }
-            match list(&ListInput { section, transport }).await {
+            let input = ListInput {
+                section,
+                credentials: file.credentials.as_ref(),
+                transport,
+            };
+            match list(&input).await {
                 Ok(tools) => Some(ToolList {
                     // Not a pointer into the file: the item of the server's answer.
                     pointers: (0..tools.len())

@@ -79,7 +79,8 @@ impl Identity {
     ) -> Result<Secret, IdentityError> {
         let oauth = request.credential(GrantType::ClientCredentials);
         bearer(
-            self.client_credentials(&oauth, &request.credential_request())
+            self.service
+                .client_credentials(&oauth, &request.credential_request())
                 .await?,
         )
     }
@@ -206,15 +207,15 @@ impl Identity {
         if let Some(key) = self.store.get_api_key(workload, name).await? {
             return Ok(key);
         }
-        self.api_keys
-            .get(name)
+        self.service
+            .configured_api_key(name)
             .cloned()
             .ok_or_else(|| IdentityError::UnknownApiKey(name.to_string()))
     }
 
     /// Whether `name` is a configured OAuth provider.
     pub fn has_provider(&self, name: &str) -> bool {
-        self.providers.contains_key(name)
+        self.service.has_provider(name)
     }
 
     pub fn binding_allows_user_ids(&self) -> bool {

@@ -21,6 +21,7 @@ mod pages;
 mod prompt;
 mod providers;
 pub mod routes;
+mod service;
 pub mod settings;
 #[cfg(test)]
 pub(crate) mod test_rig;
@@ -28,7 +29,6 @@ mod tokens;
 #[cfg(test)]
 mod tokens_tests;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -41,15 +41,13 @@ use locks::KeyedLocks;
 pub use oauth::OAuthError;
 pub use prompt::MAX_PENDING_PER_USER;
 use providers::Provider;
+pub use service::ServiceCredentials;
 
 use crate::credential::Injection;
 use crate::inbound::{Caller, KeyStore};
 use crate::vault::{Secret, Store, TokenKey, VaultError};
 use settings::{ConsentBinding, IdentitySections};
 
-/// Client-credentials tokens cached at once (one per provider, scopes, resource and custom
-/// parameters).
-const MAX_M2M_TOKENS: usize = 1024;
 /// MCP sessions waiting for `notifications/elicitation/complete` at once.
 const MAX_WAITING_SESSIONS: usize = 10_000;
 
@@ -164,16 +162,14 @@ pub struct ConsentOptions {
 
 pub struct Identity {
     store: Arc<dyn Store>,
-    providers: BTreeMap<String, Provider>,
-    api_keys: BTreeMap<String, Secret>,
+    /// Providers, API keys and client-credentials tokens: the gateway's own credentials.
+    service: Arc<ServiceCredentials>,
     workload: String,
     binding: ConsentBinding,
     /// With `consent_binding = "app"`, where MCP-triggered consents return the browser.
     default_return_url: Option<String>,
     public_url: String,
     refresh_locks: KeyedLocks,
-    /// Client-credentials tokens: not personal, re-obtainable, so kept in memory only.
-    m2m: Mutex<BoundedMap<String, Secret>>,
     /// Live MCP sessions waiting for a consent, by consent id (for
     /// `notifications/elicitation/complete`); an entry lives as long as its consent.
     waiting: Mutex<BoundedMap<String, Peer<RoleServer>>>,
@@ -189,21 +185,9 @@ impl Identity {
         keys: Arc<KeyStore>,
         http: reqwest::Client,
     ) -> Identity {
-        let redirect = format!("{}/oauth2/callback", sections.public_url);
-        let providers = sections
-            .providers
-            .iter()
-            .map(|(name, p)| {
-                (
-                    name.clone(),
-                    Provider::new(p.clone(), http.clone(), redirect.clone()),
-                )
-            })
-            .collect();
         Identity {
             store,
-            providers,
-            api_keys: sections.api_keys.clone(),
+            service: Arc::new(service_credentials(&sections, &http)),
             workload: sections.identity.workload.clone(),
             binding: sections.identity.consent_binding,
             default_return_url: sections
@@ -213,7 +197,6 @@ impl Identity {
                 .map(|u| u.to_string()),
             public_url: sections.public_url.to_string(),
             refresh_locks: KeyedLocks::default(),
-            m2m: Mutex::new(BoundedMap::new(MAX_M2M_TOKENS)),
             waiting: Mutex::new(BoundedMap::new(MAX_WAITING_SESSIONS)),
             pending: Mutex::new(BoundedMap::new(prompt::MAX_TRACKED_USERS)),
             login: login::LoginClient::new(sections, keys, http),
@@ -225,17 +208,15 @@ impl Identity {
     fn for_tests(store: Arc<dyn Store>, providers: Vec<Provider>) -> Identity {
         Identity {
             store,
-            providers: providers
-                .into_iter()
-                .map(|p| (p.config.name.clone(), p))
-                .collect(),
-            api_keys: BTreeMap::new(),
+            service: Arc::new(ServiceCredentials::new(
+                providers,
+                std::collections::BTreeMap::new(),
+            )),
             workload: "portcullis".into(),
             binding: ConsentBinding::Login,
             default_return_url: None,
             public_url: "https://gw.example.com".into(),
             refresh_locks: KeyedLocks::default(),
-            m2m: Mutex::new(BoundedMap::new(MAX_M2M_TOKENS)),
             waiting: Mutex::new(BoundedMap::new(MAX_WAITING_SESSIONS)),
             pending: Mutex::new(BoundedMap::new(prompt::MAX_TRACKED_USERS)),
             login: None,
@@ -251,9 +232,13 @@ impl Identity {
     }
 
     fn provider(&self, name: &str) -> Result<&Provider, IdentityError> {
-        self.providers
-            .get(name)
-            .ok_or_else(|| IdentityError::UnknownProvider(name.to_string()))
+        self.service.provider(name)
+    }
+
+    /// The gateway's own credentials (API keys, client credentials), for targets that list
+    /// their tools with them.
+    pub fn service(&self) -> &Arc<ServiceCredentials> {
+        &self.service
     }
 
     /// The gateway's own workload acting for an MCP caller.
@@ -306,6 +291,21 @@ impl Identity {
     pub fn public_url(&self) -> &str {
         &self.public_url
     }
+}
+
+/// The gateway's own credentials from the identity sections of the config: what [`Identity`]
+/// uses, and what `portcullis validate` lists MCP servers with when no vault is open.
+pub fn service_credentials(
+    sections: &IdentitySections<'_>,
+    http: &reqwest::Client,
+) -> ServiceCredentials {
+    let redirect = format!("{}/oauth2/callback", sections.public_url);
+    let providers = sections
+        .providers
+        .values()
+        .map(|p| Provider::new(p.clone(), http.clone(), redirect.clone()))
+        .collect();
+    ServiceCredentials::new(providers, sections.api_keys.clone())
 }
 
 fn provider_error(provider: &str, error: OAuthError) -> IdentityError {

@@ -119,11 +119,11 @@ impl Identity {
     /// Sizes of the identity module's in-memory maps and their bounds, for `/metrics` and the
     /// flood test (DESIGN 3.2 invariant 9).
     pub fn memory_bounds(&self) -> Vec<(&'static str, usize, usize)> {
-        let m2m = self.m2m.lock();
+        let m2m = self.service.cache_size();
         let waiting = self.waiting.lock();
         let pending = self.pending.lock();
         vec![
-            ("m2m_tokens", m2m.len(), m2m.capacity()),
+            ("m2m_tokens", m2m.0, m2m.1),
             ("waiting_sessions", waiting.len(), waiting.capacity()),
             ("pending_consent_users", pending.len(), pending.capacity()),
         ]

@@ -15,14 +15,11 @@ use super::{
     ConsentOptions, Credential, CredentialRequest, Identity, IdentityError, Injection, Owner,
     REFRESH_MARGIN_SECONDS, provider_error,
 };
-use crate::credential::{ApiKeyCredential, Credentials, GrantType, OAuthCredential};
+use crate::credential::{Credentials, GrantType, OAuthCredential};
 use crate::identity::consent::now;
 use crate::identity::oauth::OAuthError;
 use crate::inbound::Caller;
 use crate::vault::{Secret, TokenKey, TokenRecord};
-
-/// How long a client-credentials token without `expires_in` is reused.
-const DEFAULT_M2M_LIFETIME_SECONDS: u64 = 3600;
 
 /// Everything one user-token lookup needs: whose token, for which credential, with which
 /// scopes and resource, and how a consent (if one is needed) is shaped.
@@ -46,9 +43,11 @@ impl Identity {
         request: &CredentialRequest<'_>,
     ) -> Result<Credential, IdentityError> {
         match credentials {
-            Credentials::ApiKey(api_key) => self.api_key(api_key).map(Credential::Ready),
+            Credentials::ApiKey(api_key) => self.service.api_key(api_key).map(Credential::Ready),
             Credentials::Oauth(oauth) => match oauth.grant_type {
-                GrantType::ClientCredentials => self.client_credentials(oauth, request).await,
+                GrantType::ClientCredentials => {
+                    self.service.client_credentials(oauth, request).await
+                }
                 GrantType::AuthorizationCode => {
                     let owner = self.owner_of(caller);
                     let options = ConsentOptions::default();
@@ -57,22 +56,6 @@ impl Identity {
                 }
             },
         }
-    }
-
-    fn api_key(&self, api_key: &ApiKeyCredential) -> Result<Injection, IdentityError> {
-        let value = self
-            .api_keys
-            .get(&api_key.provider)
-            .ok_or_else(|| IdentityError::UnknownApiKey(api_key.provider.clone()))?;
-        let value = match &api_key.prefix {
-            Some(prefix) => Secret::new(format!("{prefix}{}", value.expose())),
-            None => value.clone(),
-        };
-        Ok(Injection::ApiKey {
-            location: api_key.location,
-            name: api_key.parameter_name.clone(),
-            value,
-        })
     }
 
     pub(super) fn ask<'a>(
@@ -92,54 +75,6 @@ impl Identity {
             resource: resource(provider, oauth, request),
             options,
         })
-    }
-
-    pub(super) async fn client_credentials(
-        &self,
-        oauth: &OAuthCredential,
-        request: &CredentialRequest<'_>,
-    ) -> Result<Credential, IdentityError> {
-        let provider = self.provider(&oauth.provider)?;
-        let scopes = scopes(provider, oauth, request.tool_scopes);
-        let resource = resource(provider, oauth, request);
-        let cache_key = format!(
-            "{}\n{}\n{}\n{:?}",
-            oauth.provider,
-            scopes.join(" "),
-            resource.unwrap_or(""),
-            oauth.custom_parameters
-        );
-        let cached = || {
-            self.m2m
-                .lock()
-                .get(&cache_key, now() + REFRESH_MARGIN_SECONDS)
-                .cloned()
-        };
-        if let Some(token) = cached() {
-            return Ok(Credential::Ready(Injection::Bearer(token)));
-        }
-        let lock = self.refresh_locks.get(&format!("m2m\n{cache_key}"));
-        let _guard = lock.lock().await;
-        if let Some(token) = cached() {
-            return Ok(Credential::Ready(Injection::Bearer(token)));
-        }
-        let (_, client) = provider.resolve().await?;
-        let mut extra = resource_params(resource);
-        extra.extend(
-            oauth
-                .custom_parameters
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone())),
-        );
-        let granted = client
-            .client_credentials(&scopes, &extra)
-            .await
-            .map_err(|e| provider_error(&oauth.provider, e))?;
-        let expires = now() + granted.expires_in.unwrap_or(DEFAULT_M2M_LIFETIME_SECONDS);
-        self.m2m
-            .lock()
-            .insert(cache_key, granted.access_token.clone(), expires, now());
-        Ok(Credential::Ready(Injection::Bearer(granted.access_token)))
     }
 
     /// The owner's token for an authorization-code credential, refreshed if needed, or a
@@ -186,10 +121,8 @@ impl Identity {
             ));
         };
         if oauth.grant_type == GrantType::ClientCredentials {
-            self.m2m
-                .lock()
-                .retain(|_, token| token.expose() != used.expose());
-            return self.client_credentials(oauth, request).await;
+            self.service.forget(used);
+            return self.service.client_credentials(oauth, request).await;
         }
         let owner = self.owner_of(caller);
         let options = ConsentOptions::default();
@@ -262,7 +195,11 @@ impl Identity {
 }
 
 /// Provider, credential and tool scopes, deduplicated and sorted.
-fn scopes(provider: &Provider, oauth: &OAuthCredential, tool_scopes: &[String]) -> Vec<String> {
+pub(super) fn scopes(
+    provider: &Provider,
+    oauth: &OAuthCredential,
+    tool_scopes: &[String],
+) -> Vec<String> {
     let set: BTreeSet<&String> = provider
         .config
         .scopes

@@ -80,6 +80,21 @@ fn caller_of(extensions: &rmcp::model::Extensions) -> Result<Caller, ErrorData> 
         .ok_or_else(errors::missing_caller)
 }
 
+/// The bearer token the request carried (RFC 6750 section 2.1), which the inbound layer has
+/// validated: only for a target that forwards it.
+fn bearer_of(extensions: &rmcp::model::Extensions) -> Option<crate::secret::Secret> {
+    let value = extensions
+        .get::<http::request::Parts>()?
+        .headers
+        .get(http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| crate::secret::Secret::new(token.trim().to_string()))
+}
+
 /// `_meta` may ask for a fresh consent (AgentCore's `forceAuthentication`).
 fn force_authentication(meta: &serde_json::Map<String, serde_json::Value>) -> bool {
     ["portcullis/forceAuthentication", "forceAuthentication"]
@@ -214,6 +229,11 @@ impl ServerHandler for McpGateway {
                 .meta
                 .get_progress_token()
                 .map(|token| progress::relay(context.peer.clone(), token)),
+            caller_token: if tool.target.runtime.forwards_caller_token() {
+                bearer_of(&context.extensions)
+            } else {
+                None
+            },
         };
         let args = request.arguments.unwrap_or_default();
         let message_id = context.id.to_string();

@@ -26,7 +26,7 @@ use rmcp::model::CallToolResult;
 use serde_json::{Map, Value};
 
 use crate::body::BodyError;
-use crate::credential::Injection;
+use crate::credential::{Credentials, Injection, TargetCredentials};
 
 pub use results::{
     ERROR_EXCERPT_BYTES, body_result, error_result, excerpt, json_result, printable_challenge,
@@ -49,6 +49,13 @@ pub trait Target: Send + Sync + fmt::Debug {
     /// tools, `refreshSeconds`); `None` when they change only with the file.
     fn refresh_every(&self) -> Option<std::time::Duration> {
         None
+    }
+
+    /// Whether a call carries the caller's own bearer token instead of a credential of the
+    /// target's (an MCP server with `"passthrough": true`). Off for every kind by default:
+    /// DESIGN 3.2 invariant 2 holds unless a target file opts out of it in so many words.
+    fn forwards_caller_token(&self) -> bool {
+        false
     }
 
     /// Called once the target serves (its catalog snapshot was swapped in), never for a
@@ -165,6 +172,9 @@ pub struct Transport {
     /// Signalled when a target hears that its server's tools changed (an MCP server's
     /// `notifications/tools/list_changed`): the gateway lists discovered tools again.
     pub tools_changed: Arc<tokio::sync::Notify>,
+    /// The gateway's own credentials (API keys, client credentials), for targets that list
+    /// their tools with them; `None` when the config defines none.
+    pub own_credentials: Option<Arc<dyn TargetCredentials>>,
 }
 
 impl Transport {
@@ -174,6 +184,7 @@ impl Transport {
             mcp_http: mcp_server::client()?,
             lambda: lambda::LambdaClients::default(),
             tools_changed: Arc::default(),
+            own_credentials: None,
         })
     }
 }
@@ -196,6 +207,8 @@ pub struct BuildInput<'a> {
     /// The tools were listed by the target itself (`ToolSource::FileOrListed` without a
     /// written list), so they may change without the file changing.
     pub listed: bool,
+    /// The target's `credentials`, as the file declares them.
+    pub credentials: Option<&'a Credentials>,
     pub transport: &'a Transport,
 }
 
@@ -255,6 +268,9 @@ pub type Lister = for<'a> fn(&'a ListInput<'a>) -> BoxFuture<'a, Result<Vec<Valu
 /// What a listing kind reads.
 pub struct ListInput<'a> {
     pub section: &'a Value,
+    /// The target's `credentials`: a listing uses the gateway's own (an API key, client
+    /// credentials) through [`Transport::own_credentials`]; never a user's.
+    pub credentials: Option<&'a Credentials>,
     pub transport: &'a Transport,
 }
 

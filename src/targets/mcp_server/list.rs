@@ -28,11 +28,20 @@ pub fn list_tools<'a>(input: &'a ListInput<'a>) -> BoxFuture<'a, Result<Vec<Valu
         };
         let url = checked.url.as_str();
         let listing = async {
-            let client = connect_as(url, &input.transport.mcp_http, None, client_info())
+            let credential = super::own_credential(
+                input.credentials,
+                input.transport.own_credentials.as_ref(),
+                url,
+            )
+            .await?;
+            let client = connect_as(url, &input.transport.mcp_http, credential.as_ref(), client_info())
                 .await
                 .map_err(|error| match error {
+                    ConnectError::Refused(_) if credential.is_some() => format!(
+                        "tools/list of {url}: the server refused the target's credential (HTTP 401)"
+                    ),
                     ConnectError::Refused(_) => format!(
-                        "tools/list of {url}: the server requires a credential (HTTP 401); give the target a static `tools` list"
+                        "tools/list of {url}: the server requires a credential (HTTP 401); give the target `credentials` (an API key or client credentials) or a static `tools` list"
                     ),
                     ConnectError::Failed(reason) => format!("tools/list of {url}: {reason}"),
                 })?;

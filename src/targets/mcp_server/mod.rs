@@ -30,7 +30,7 @@ use super::{
     BoxFuture, BuildInput, Invocation, Kind, Refusal, SpecProblems, Target, TargetError, ToolCall,
     ToolSource, error_result,
 };
-use crate::credential::Injection;
+use crate::credential::{Credentials, Injection, TargetCredentials};
 use sessions::{ConnectError, Sessions};
 
 pub const KIND: Kind = Kind {
@@ -57,6 +57,8 @@ struct Spec {
     timeout_ms: Option<u64>,
     max_sessions: Option<usize>,
     refresh_seconds: Option<u64>,
+    #[serde(default)]
+    passthrough: bool,
 }
 
 /// The checked section: what both the lister and the target are built from.
@@ -65,6 +67,7 @@ struct Checked {
     timeout: Duration,
     max_sessions: usize,
     refresh: Duration,
+    passthrough: bool,
 }
 
 fn check(section: &serde_json::Value, problems: &mut SpecProblems) -> Option<Checked> {
@@ -98,18 +101,29 @@ fn check(section: &serde_json::Value, problems: &mut SpecProblems) -> Option<Che
         refresh: spec
             .refresh_seconds
             .map_or(DEFAULT_REFRESH, |s| Duration::from_secs(s.max(1))),
+        passthrough: spec.passthrough,
     })
 }
 
 fn build(input: &BuildInput<'_>, problems: &mut SpecProblems) -> Option<Arc<dyn Target>> {
     let checked = check(input.section, problems)?;
+    if checked.passthrough && input.credentials.is_some() {
+        problems.in_section(
+            "/passthrough",
+            "cannot be combined with `credentials`: a call carries either the caller's own token or the target's credential",
+        );
+        return None;
+    }
     let url: Arc<str> = Arc::from(checked.url.as_str());
     Some(Arc::new(McpServerTarget {
         tools: input.tools.iter().map(|t| t.name.to_string()).collect(),
         timeout: checked.timeout,
         refresh: input.listed.then_some(checked.refresh),
+        passthrough: checked.passthrough,
         watch: input.listed.then(|| Watch {
             http: input.transport.mcp_http.clone(),
+            credentials: input.credentials.cloned(),
+            own: input.transport.own_credentials.clone(),
             changed: input.transport.tools_changed.clone(),
             watcher: std::sync::OnceLock::new(),
         }),
@@ -122,6 +136,29 @@ fn build(input: &BuildInput<'_>, problems: &mut SpecProblems) -> Option<Arc<dyn 
         ),
         url,
     }))
+}
+
+/// The gateway's own credential for listing or watching `url` (DESIGN 2.8: discovery uses "the
+/// target's own credential (none, API key or client credentials)"); `Ok(None)` for a target
+/// without credentials. The RFC 8707 resource is the server's URL, as for a call.
+async fn own_credential(
+    credentials: Option<&Credentials>,
+    own: Option<&Arc<dyn TargetCredentials>>,
+    url: &str,
+) -> Result<Option<Injection>, String> {
+    let Some(credentials) = credentials else {
+        return Ok(None);
+    };
+    let own = own.ok_or_else(|| {
+        format!(
+            "listing {url} needs the target's {:?} credential, and the config defines no provider or API key",
+            credentials.provider()
+        )
+    })?;
+    own.own_credential(credentials, Some(url))
+        .await
+        .map(Some)
+        .map_err(|reason| format!("no credential to list {url} with: {reason}"))
 }
 
 /// The client for MCP servers: like HTTP targets' (no redirects, TCP_NODELAY) but without
@@ -148,6 +185,8 @@ pub struct McpServerTarget {
     timeout: Duration,
     /// Set when the tools were discovered: how often to list them again.
     refresh: Option<Duration>,
+    /// `"passthrough": true`: calls carry the caller's own bearer token.
+    passthrough: bool,
     sessions: Sessions,
     /// Discovered tools only: what hears the server's `tools/list_changed`.
     watch: Option<Watch>,
@@ -156,6 +195,9 @@ pub struct McpServerTarget {
 /// The session that hears the server's `tools/list_changed`, opened when the target serves.
 struct Watch {
     http: reqwest::Client,
+    /// The target's own credential, obtained afresh for each watching session.
+    credentials: Option<Credentials>,
+    own: Option<Arc<dyn TargetCredentials>>,
     changed: Arc<tokio::sync::Notify>,
     watcher: std::sync::OnceLock<Option<watch::Watcher>>,
 }
@@ -180,10 +222,20 @@ impl Target for McpServerTarget {
         self.refresh
     }
 
+    fn forwards_caller_token(&self) -> bool {
+        self.passthrough
+    }
+
     fn activate(&self) {
         if let Some(watch) = &self.watch {
             watch.watcher.get_or_init(|| {
-                watch::watch(self.url.clone(), watch.http.clone(), watch.changed.clone())
+                watch::watch(watch::Watching {
+                    url: self.url.clone(),
+                    http: watch.http.clone(),
+                    credentials: watch.credentials.clone(),
+                    own: watch.own.clone(),
+                    changed: watch.changed.clone(),
+                })
             });
         }
     }

@@ -27,8 +27,13 @@ fn user_tokens_travel_only_on_https_or_loopback() {
     assert_eq!(found[0].0, "/url");
     assert!(found[0].1.contains("https://"), "{found:?}");
     assert_eq!(problems_of(json!({"url": "not a url"}))[0].0, "/url");
-    let unknown = problems_of(json!({"url": "https://a.example/mcp", "passthrough": true}));
-    assert!(unknown[0].1.contains("passthrough"), "{unknown:?}");
+    let unknown = problems_of(json!({"url": "https://a.example/mcp", "forwardToken": true}));
+    assert!(unknown[0].1.contains("forwardToken"), "{unknown:?}");
+    let checked = check(
+        &json!({"url": "https://a.example/mcp", "passthrough": true}),
+        &mut problems,
+    );
+    assert!(checked.is_some_and(|c| c.passthrough));
 }
 
 #[test]

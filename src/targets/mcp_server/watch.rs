@@ -16,6 +16,7 @@ use rmcp::service::{NotificationContext, RoleClient};
 use tokio::sync::Notify;
 
 use super::sessions::{client_info, connect_as};
+use crate::credential::{Credentials, TargetCredentials};
 
 /// How long to wait before opening the watching session again.
 const RETRY: Duration = Duration::from_secs(30);
@@ -49,17 +50,44 @@ impl rmcp::ClientHandler for Listener {
     }
 }
 
-/// Starts watching `url` (on the current runtime; without one, nothing is watched and the
-/// periodic listing alone keeps the tools current).
-pub fn watch(url: Arc<str>, http: reqwest::Client, changed: Arc<Notify>) -> Option<Watcher> {
+/// What a watching session needs.
+pub struct Watching {
+    pub url: Arc<str>,
+    pub http: reqwest::Client,
+    /// The target's credentials: the session carries the gateway's own (as discovery does).
+    pub credentials: Option<Credentials>,
+    pub own: Option<Arc<dyn TargetCredentials>>,
+    pub changed: Arc<Notify>,
+}
+
+/// Starts watching (on the current runtime; without one, nothing is watched and the periodic
+/// listing alone keeps the tools current).
+pub fn watch(watching: Watching) -> Option<Watcher> {
     let runtime = tokio::runtime::Handle::try_current().ok()?;
+    let Watching {
+        url,
+        http,
+        credentials,
+        own,
+        changed,
+    } = watching;
     let task = runtime.spawn(async move {
         loop {
             let listener = Listener {
                 changed: changed.clone(),
                 url: url.clone(),
             };
-            match connect_as(&url, &http, None, listener).await {
+            // A credential per session: a client-credentials token may have expired since.
+            let credential =
+                match super::own_credential(credentials.as_ref(), own.as_ref(), &url).await {
+                    Ok(credential) => credential,
+                    Err(reason) => {
+                        tracing::debug!(%url, %reason, "no watching session with the MCP server");
+                        tokio::time::sleep(RETRY).await;
+                        continue;
+                    }
+                };
+            match connect_as(&url, &http, credential.as_ref(), listener).await {
                 Ok(session) => {
                     let _ = session.waiting().await;
                     tracing::debug!(%url, "the watching session with the MCP server closed");
