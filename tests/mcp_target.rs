@@ -109,10 +109,11 @@ async fn tools_are_discovered_over_every_page_with_their_schemas() {
     let tools = world.client.list_all_tools().await.unwrap();
     let mut names: Vec<&str> = tools.iter().map(|t| t.name.as_ref()).collect();
     names.sort();
-    // Six upstream tools over three pages; "bad name!" cannot be prefixed and is skipped.
+    // Seven upstream tools over four pages; "bad name!" cannot be prefixed and is skipped.
     assert_eq!(
         names,
         [
+            "up___ask",
             "up___boom",
             "up___fail",
             "up___hang",
@@ -415,4 +416,59 @@ async fn the_servers_progress_reaches_the_client_that_asked_for_it() {
         assert!(!seen.contains(&report.progress), "a report twice: {seen:?}");
         seen.push(report.progress);
     }
+}
+
+/// A client that answers every form question with a colour.
+#[derive(Clone)]
+struct Answering;
+
+impl ClientHandler for Answering {
+    fn get_info(&self) -> ListenerConfig {
+        let mut info = ListenerConfig::default();
+        info.capabilities.elicitation = Some(
+            rmcp::model::ElicitationCapability::new()
+                .with_form(rmcp::model::FormElicitationCapability::default()),
+        );
+        info
+    }
+
+    async fn create_elicitation(
+        &self,
+        request: rmcp::model::ElicitRequestParams,
+        _context: rmcp::service::RequestContext<RoleClient>,
+    ) -> Result<rmcp::model::ElicitResult, rmcp::ErrorData> {
+        let rmcp::model::ElicitRequestParams::FormElicitationParams { message, .. } = request
+        else {
+            panic!("a form question was expected");
+        };
+        assert_eq!(message, "Which colour?");
+        Ok(
+            rmcp::model::ElicitResult::new(rmcp::model::ElicitationAction::Accept)
+                .with_content(json!({"colour": "teal"})),
+        )
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_question_reaches_a_client_that_can_answer_and_is_declined_for_one_that_cannot()
+{
+    let world = world(json!({})).await;
+    let answering = world.connect(Answering).await;
+    let result = answering
+        .call_tool(rmcp::model::CallToolRequestParams::new("up___ask"))
+        .await
+        .unwrap();
+    assert_ne!(result.is_error, Some(true), "{}", text_of(&result));
+    assert_eq!(
+        result.structured_content.unwrap(),
+        json!({"action": "accept", "content": {"colour": "teal"}})
+    );
+
+    // The default client declared no elicitation: the server hears a decline, nobody is asked.
+    let result = call(&world.client, "up___ask", json!({})).await;
+    assert_ne!(result.is_error, Some(true), "{}", text_of(&result));
+    assert_eq!(
+        result.structured_content.unwrap(),
+        json!({"action": "decline"})
+    );
 }

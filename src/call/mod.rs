@@ -84,6 +84,8 @@ pub struct CallOptions {
     pub force_authentication: bool,
     /// Where the target's progress goes, when the caller sent a `progressToken`.
     pub progress: Option<Arc<dyn crate::targets::ProgressSink>>,
+    /// Where the target's server may ask the caller a question, when the client can answer.
+    pub elicitation: Option<Arc<dyn crate::targets::ElicitationSink>>,
     /// The caller's own bearer token, given only for a target that forwards it
     /// ([`crate::targets::Target::forwards_caller_token`]).
     pub caller_token: Option<crate::secret::Secret>,
@@ -94,6 +96,7 @@ impl std::fmt::Debug for CallOptions {
         f.debug_struct("CallOptions")
             .field("force_authentication", &self.force_authentication)
             .field("progress", &self.progress.is_some())
+            .field("elicitation", &self.elicitation.is_some())
             .field("caller_token", &self.caller_token.is_some())
             .finish()
     }
@@ -243,6 +246,7 @@ impl CallPipeline {
             user_id: &user_id,
             args: &args,
             progress: options.progress.as_ref(),
+            elicitation: options.elicitation.as_ref(),
         };
         let invoked = runtime.invoke(&call, credential.as_ref()).await;
         let invoked = match (invoked, &credential) {

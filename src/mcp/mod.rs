@@ -10,6 +10,7 @@
 //! use: `call`, `catalog`, `identity` (the consent waiters), `inbound` (the caller), `targets`
 //! (error wording).
 
+mod elicitation;
 pub mod errors;
 mod outcome;
 mod progress;
@@ -229,6 +230,11 @@ impl ServerHandler for McpGateway {
                 .meta
                 .get_progress_token()
                 .map(|token| progress::relay(context.peer.clone(), token)),
+            elicitation: if tool.target.runtime.may_elicit() {
+                elicitation::relay_for(&context)
+            } else {
+                None
+            },
             caller_token: if tool.target.runtime.forwards_caller_token() {
                 bearer_of(&context.extensions)
             } else {

@@ -340,6 +340,7 @@ mod tests {
             user_id: "https://idp#alice",
             args: &args,
             progress: None,
+            elicitation: None,
         };
         let encoded = client_context(&call, None).unwrap();
         let decoded: Value = serde_json::from_slice(&STANDARD.decode(encoded).unwrap()).unwrap();

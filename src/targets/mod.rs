@@ -58,6 +58,12 @@ pub trait Target: Send + Sync + fmt::Debug {
         false
     }
 
+    /// Whether a call may ask the caller a question ([`ElicitationSink`]): only then does the
+    /// MCP layer build a relay for it.
+    fn may_elicit(&self) -> bool {
+        false
+    }
+
     /// Called once the target serves (its catalog snapshot was swapped in), never for a
     /// snapshot that is built and thrown away (an unchanged refresh, `validate`): the place to
     /// start background work such as an MCP server's `tools/list_changed` session.
@@ -88,6 +94,9 @@ pub struct ToolCall<'a> {
     pub args: &'a Map<String, Value>,
     /// Where progress goes, when the caller asked for it (a `progressToken`).
     pub progress: Option<&'a Arc<dyn ProgressSink>>,
+    /// Where the target's server may ask the caller a question, when the caller's client can
+    /// answer one (it declared the `elicitation` capability on a session).
+    pub elicitation: Option<&'a Arc<dyn ElicitationSink>>,
 }
 
 /// Where a target reports a call's progress (MCP 2025-11-25 "Progress"): the caller's client
@@ -102,6 +111,17 @@ pub trait ProgressSink: Send + Sync + std::fmt::Debug {
         total: Option<f64>,
         message: Option<String>,
     ) -> BoxFuture<'_, ()>;
+}
+
+/// Where a target's server asks the caller's client a question (MCP 2025-11-25
+/// "Elicitation"): an upstream MCP server's `elicitation/create`, relayed by the MCP layer to
+/// the client of the call it belongs to. The answer is the client's, or a decline when the
+/// client cannot take this kind of question or is gone (the spec's `decline`).
+pub trait ElicitationSink: Send + Sync + std::fmt::Debug {
+    fn elicit(
+        &self,
+        request: rmcp::model::ElicitRequestParams,
+    ) -> BoxFuture<'_, rmcp::model::ElicitResult>;
 }
 
 /// What a target answered.

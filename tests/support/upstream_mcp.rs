@@ -102,6 +102,11 @@ fn tools() -> Vec<Tool> {
             Some("Reports three steps of progress on the call's token, then answers.".into()),
             object(json!({"type": "object"})),
         ),
+        Tool::new_with_raw(
+            "ask",
+            Some("Asks the client for a colour (elicitation/create) and answers with the reply.".into()),
+            object(json!({"type": "object"})),
+        ),
     ]
 }
 
@@ -250,6 +255,18 @@ impl ServerHandler for Handler {
                 CallToolResult::structured(
                     json!({ "token": serde_json::to_value(&token).unwrap() }),
                 )
+            }
+            "ask" => {
+                let question: rmcp::model::ElicitRequestParams = serde_json::from_value(json!({
+                    "mode": "form",
+                    "message": "Which colour?",
+                    "requestedSchema": {"type": "object", "properties": {"colour": {"type": "string"}}, "required": ["colour"]}
+                }))
+                .unwrap();
+                match context.peer.create_elicitation(question).await {
+                    Ok(answer) => CallToolResult::structured(serde_json::to_value(answer).unwrap()),
+                    Err(error) => CallToolResult::structured(json!({"error": error.to_string()})),
+                }
             }
             "hang" => {
                 self.hang.started.fire();

@@ -13,6 +13,7 @@
 //! Without a static tool list the server's `tools/list` is fetched at load, on reload, every
 //! `refreshSeconds` and whenever the server says its tools changed ([`list`], [`watch`]).
 
+mod elicitation;
 mod list;
 mod progress;
 mod sessions;
@@ -226,6 +227,11 @@ impl Target for McpServerTarget {
         self.passthrough
     }
 
+    /// An MCP server may send `elicitation/create` while it works on a call.
+    fn may_elicit(&self) -> bool {
+        true
+    }
+
     fn activate(&self) {
         if let Some(watch) = &self.watch {
             watch.watcher.get_or_init(|| {
@@ -267,6 +273,7 @@ impl McpServerTarget {
                 Err(ConnectError::Failed(reason)) => return Err(TargetError::Unreachable(reason)),
             };
             let params = CallToolRequestParams::new(name.clone()).with_arguments(call.args.clone());
+            let _in_flight = client.service().in_flight.register(call.elicitation);
             let answer = match call.progress {
                 Some(sink) => progress::call_with_progress(&client, params, sink).await,
                 None => client.call_tool(params).await,

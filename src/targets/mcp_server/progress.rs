@@ -19,7 +19,13 @@ use rmcp::model::{
     CallToolRequest, CallToolRequestParams, CallToolResult, CancelledNotificationParam,
     ClientConfig, ClientRequest, ProgressNotificationParam, ProgressToken, RequestId, ServerResult,
 };
-use rmcp::service::{NotificationContext, Peer, PeerRequestOptions, RoleClient, ServiceError};
+use rmcp::model::{
+    ElicitRequestParams, ElicitResult, ElicitationCapability, FormElicitationCapability,
+    UrlElicitationCapability,
+};
+use rmcp::service::{
+    NotificationContext, Peer, PeerRequestOptions, RequestContext, RoleClient, ServiceError,
+};
 
 use super::sessions::{Client, client_info};
 use crate::targets::ProgressSink;
@@ -57,6 +63,8 @@ struct Route {
 #[derive(Default)]
 pub struct SessionHandler {
     progress: Routes,
+    /// The calls in flight, for the server's questions ([`super::elicitation`]).
+    pub(super) in_flight: super::elicitation::InFlight,
 }
 
 /// A call's sink and the reports being relayed to it right now.
@@ -66,8 +74,24 @@ struct Routed {
 }
 
 impl rmcp::ClientHandler for SessionHandler {
+    /// A user's session declares `elicitation` (form and URL): the server's questions are
+    /// relayed to the caller when their client can answer, declined otherwise.
     fn get_info(&self) -> ClientConfig {
-        client_info()
+        let mut info = client_info();
+        info.capabilities.elicitation = Some(
+            ElicitationCapability::new()
+                .with_form(FormElicitationCapability::default())
+                .with_url(UrlElicitationCapability::default()),
+        );
+        info
+    }
+
+    async fn create_elicitation(
+        &self,
+        request: ElicitRequestParams,
+        _context: RequestContext<RoleClient>,
+    ) -> Result<ElicitResult, rmcp::ErrorData> {
+        Ok(self.in_flight.ask(request).await)
     }
 
     async fn on_progress(
