@@ -279,19 +279,11 @@ impl Gateway {
             .as_ref()
             .map(|identity| tokio::spawn(purge_expired_records(identity.store().clone())));
         let _watcher = if self.state.config.targets.watch {
-            let dir = self.state.config.targets.dir.clone();
-            let (watcher, mut changes) =
-                catalog::watch(&dir).map_err(|source| StartError::Watch {
-                    dir: dir.display().to_string(),
-                    source,
-                })?;
             let state = self.state.clone();
-            tokio::spawn(async move {
-                while changes.recv().await.is_some() {
-                    state.reload_catalog().await;
-                }
-            });
-            Some(watcher)
+            Some(on_change(&self.state.config.targets.dir, move || {
+                let state = state.clone();
+                async move { state.reload_catalog().await }
+            })?)
         } else {
             None
         };
@@ -316,19 +308,11 @@ impl Gateway {
         });
         let _policy_watcher = match self.state.mcp.pipeline.policies() {
             Some(policies) => {
-                let dir = policies.config().dir.clone();
-                let (watcher, mut changes) =
-                    catalog::watch(&dir).map_err(|source| StartError::Watch {
-                        dir: dir.display().to_string(),
-                        source,
-                    })?;
                 let state = self.state.clone();
-                tokio::spawn(async move {
-                    while changes.recv().await.is_some() {
-                        state.reload_policies();
-                    }
-                });
-                Some(watcher)
+                Some(on_change(&policies.config().dir, move || {
+                    state.reload_policies();
+                    std::future::ready(())
+                })?)
             }
             None => None,
         };
@@ -355,6 +339,28 @@ impl Gateway {
         }
         result
     }
+}
+
+/// Runs `reload` after every change under `dir` (debounced by [`catalog::watch`]) until the
+/// returned watcher is dropped.
+fn on_change<F, Fut>(
+    dir: &std::path::Path,
+    mut reload: F,
+) -> Result<notify::RecommendedWatcher, StartError>
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let (watcher, mut changes) = catalog::watch(dir).map_err(|source| StartError::Watch {
+        dir: dir.display().to_string(),
+        source,
+    })?;
+    tokio::spawn(async move {
+        while changes.recv().await.is_some() {
+            reload().await;
+        }
+    });
+    Ok(watcher)
 }
 
 /// The client for discovery, JWKS and token endpoints. No redirects: a token request must never
