@@ -44,9 +44,41 @@ pub enum GrantType {
 #[serde(rename_all = "camelCase")]
 pub struct ApiKeyCredential {
     pub provider: String,
+    /// Where the key goes. Required, except on an OpenAPI target, whose document's security
+    /// scheme can say it ([`KeyPlacement`]); the catalog refuses a target left without one.
+    #[serde(default)]
+    pub location: Option<ApiKeyLocation>,
+    #[serde(default)]
+    pub parameter_name: Option<String>,
+    pub prefix: Option<String>,
+}
+
+/// Where an API key goes on a request, as an OpenAPI document's security scheme says
+/// (OpenAPI 3.1.0 section 4.8.27: `apiKey` in a header or the query, or `http` `bearer`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyPlacement {
     pub location: ApiKeyLocation,
     pub parameter_name: String,
     pub prefix: Option<String>,
+}
+
+impl ApiKeyCredential {
+    /// Takes the placement from `placement` unless the target file says where the key goes
+    /// (what the admin wrote wins over the document).
+    pub fn place(&mut self, placement: &KeyPlacement) {
+        if self.location.is_none() && self.parameter_name.is_none() {
+            self.location = Some(placement.location);
+            self.parameter_name = Some(placement.parameter_name.clone());
+            if self.prefix.is_none() {
+                self.prefix.clone_from(&placement.prefix);
+            }
+        }
+    }
+
+    /// Whether the key has somewhere to go.
+    pub fn is_placed(&self) -> bool {
+        self.location.is_some() && self.parameter_name.is_some()
+    }
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]

@@ -112,13 +112,36 @@ fn petstore_target(base: &str, extra: Value) -> Value {
 }
 
 async fn world(extra: Value) -> World {
+    world_with(extra, None).await
+}
+
+/// The key `[api_keys.petstore]` holds in [`world_with`]'s gateway.
+const PETSTORE_KEY: &str = "pk-live-7d1e";
+
+/// With `credentials`, the target file carries them and the gateway has the `petstore` key.
+async fn world_with(extra: Value, credentials: Option<Value>) -> World {
     let idp = Idp::start().await;
     let server = Recorder::start().await;
+    let mut target = petstore_target(&server.url, extra);
+    let mut files = vec![("targets/specs/petstore.yaml", PETSTORE.to_string())];
+    let mut extra = "";
+    if let Some(credentials) = credentials {
+        target["credentials"] = credentials;
+        files.push(("petstore.key", PETSTORE_KEY.to_string()));
+        // Credentials need the identity part, and so a vault (32 bytes, base64).
+        files.push((
+            "vault.key",
+            "c2VjcmV0LXZhdWx0LWtleS0zMi1ieXRlcy1sb25nISE=".to_string(),
+        ));
+        extra = "[vault]\npath = \"vault\"\nkey_file = \"vault.key\"\n\
+                 [api_keys.petstore]\nkey_file = \"petstore.key\"\n";
+    }
     let gateway = TestGateway::start(
         &idp,
         Setup {
-            targets: vec![("pets.json", petstore_target(&server.url, extra))],
-            files: vec![("targets/specs/petstore.yaml", PETSTORE.to_string())],
+            targets: vec![("pets.json", target)],
+            files,
+            extra,
             ..Setup::default()
         },
     )
@@ -266,6 +289,66 @@ async fn the_allow_list_keeps_only_the_named_operations() {
         .await;
     let got = world.server.only().await;
     assert_eq!(got.query.as_deref(), Some("username=u&password=p+w"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_key_goes_where_the_documents_security_scheme_says() {
+    // The Petstore document's one usable scheme: `api_key`, an apiKey in the `api_key` header.
+    let world = world_with(
+        json!({"operations": ["getInventory"]}),
+        Some(json!({"apiKey": {"provider": "petstore"}})),
+    )
+    .await;
+    world.call("getInventory", json!({})).await;
+    let seen = world.server.only().await;
+    assert_eq!(seen.path, "/v2/store/inventory");
+    assert_eq!(seen.headers["api_key"], PETSTORE_KEY);
+    assert_eq!(seen.query, None);
+    assert!(!seen.headers.contains_key("authorization"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_the_target_file_says_about_the_key_wins_over_the_document() {
+    let world = world_with(
+        json!({"operations": ["getInventory"]}),
+        Some(json!({"apiKey": {
+            "provider": "petstore", "location": "QUERY_PARAMETER", "parameterName": "key",
+        }})),
+    )
+    .await;
+    world.call("getInventory", json!({})).await;
+    let seen = world.server.only().await;
+    assert_eq!(
+        seen.query.as_deref(),
+        Some(format!("key={PETSTORE_KEY}").as_str())
+    );
+    assert!(!seen.headers.contains_key("api_key"));
+}
+
+#[test]
+fn a_key_with_nowhere_to_go_is_refused_with_its_pointer() {
+    // A document without a usable scheme (only an oauth2 one) cannot stand in for
+    // `location` / `parameterName`.
+    let spec = json!({
+        "openapi": "3.1.0",
+        "info": {"title": "t", "version": "1"},
+        "paths": {"/a": {"get": {"operationId": "a"}}},
+        "components": {"securitySchemes": {"oauth": {"type": "oauth2", "flows": {}}}},
+    });
+    let target = json!({
+        "name": "t",
+        "openapi": {"specFile": "specs/t.json", "baseUrl": "http://127.0.0.1:9"},
+        "credentials": {"apiKey": {"provider": "weather"}},
+    });
+    let dir = setup_dir(&target, "t.json", &spec.to_string());
+    let (code, stderr) = validate(dir.path());
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains(
+            "pets.json at /credentials/apiKey: `location` and `parameterName` are required"
+        ),
+        "{stderr}"
+    );
 }
 
 fn validate(dir: &Path) -> (i32, String) {

@@ -8,6 +8,7 @@ use std::sync::{Arc, OnceLock};
 use serde_json::{Value, json};
 
 use super::model::{CatalogTool, SEPARATOR, TargetEntry, TargetFile, ToolDef};
+use crate::credential::{Credentials, KeyPlacement};
 use crate::targets::{self, BuildInput, KINDS, Kind, SpecProblems, ToolSpec, Transport};
 
 const TARGET_SCHEMA: &str = include_str!("../../schemas/target.schema.json");
@@ -191,6 +192,7 @@ pub async fn load_file(path: &Path, transport: &Transport) -> Result<LoadedFile,
         return Err(found.problems);
     };
     let section = list.section.as_ref().unwrap_or(&section);
+    let credentials = placed_credentials(&file, list.key_placement.as_ref(), &mut found);
     let mut tool_found = Found {
         file: &list.file,
         problems: vec![],
@@ -248,7 +250,7 @@ pub async fn load_file(path: &Path, transport: &Transport) -> Result<LoadedFile,
             section,
             tools: &specs,
             listed: !list.written && matches!(kind.tools, targets::ToolSource::FileOrListed(_)),
-            credentials: file.credentials.as_ref(),
+            credentials: credentials.as_ref(),
             transport,
         },
         &mut kind_problems,
@@ -267,7 +269,7 @@ pub async fn load_file(path: &Path, transport: &Transport) -> Result<LoadedFile,
                 description: file.description.clone(),
                 file: path.to_path_buf(),
                 kind: kind.key,
-                credentials: file.credentials.clone(),
+                credentials,
                 runtime,
             })
         }
@@ -292,6 +294,29 @@ pub async fn load_file(path: &Path, transport: &Transport) -> Result<LoadedFile,
         tools,
         skipped,
     })
+}
+
+/// The file's credential, with an API key's placement taken from the kind's description
+/// (an OpenAPI document's security scheme) where the file leaves it out.
+fn placed_credentials(
+    file: &TargetFile,
+    placement: Option<&KeyPlacement>,
+    found: &mut Found<'_>,
+) -> Option<Credentials> {
+    let mut credentials = file.credentials.clone();
+    if let Some(Credentials::ApiKey(api_key)) = &mut credentials {
+        if let Some(placement) = placement {
+            api_key.place(placement);
+        }
+        if !api_key.is_placed() {
+            found.push(
+                "/credentials/apiKey",
+                "`location` and `parameterName` are required (only an OpenAPI document's \
+                 security scheme can stand in for them)",
+            );
+        }
+    }
+    credentials
 }
 
 fn problem(file: &Path, pointer: &str, message: String) -> Problem {

@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use super::load::{Found, Problem, Schemas, check_schema, read_json};
 use super::model::TargetFile;
-use crate::credential::{Credentials, GrantType};
+use crate::credential::{Credentials, GrantType, KeyPlacement};
 use crate::targets::{self, DescribeInput, Kind, ListInput, SpecProblems, ToolSource, Transport};
 
 /// A target's tools before checking: where they are written and how each is addressed.
@@ -23,6 +23,8 @@ pub(super) struct ToolList {
     /// The section the kind is built from, when describing replaced the file's.
     pub(super) section: Option<Value>,
     pub(super) skipped: Vec<Problem>,
+    /// Where the kind's description says an API key goes.
+    pub(super) key_placement: Option<KeyPlacement>,
 }
 
 pub(super) async fn tool_list(
@@ -43,6 +45,7 @@ pub(super) async fn tool_list(
             written: true,
             section: None,
             skipped: vec![],
+            key_placement: None,
         }
     };
     match (kind.tools, &file.tools, &file.tool_schema_file) {
@@ -87,6 +90,7 @@ pub(super) async fn tool_list(
                     written: false,
                     section: None,
                     skipped: vec![],
+                    key_placement: None,
                 }),
                 Err(message) => {
                     found.push(format!("/{}", kind.key), message);
@@ -122,6 +126,7 @@ pub(super) async fn tool_list(
                 pointers,
                 written: false,
                 section: Some(described.section),
+                key_placement: described.key_placement,
                 skipped: described
                     .skipped
                     .into_iter()

@@ -67,13 +67,21 @@ impl ServiceCredentials {
             .api_keys
             .get(&api_key.provider)
             .ok_or_else(|| IdentityError::UnknownApiKey(api_key.provider.clone()))?;
+        // The catalog loads no target whose key has nowhere to go; say so rather than guess.
+        let (Some(location), Some(name)) = (api_key.location, api_key.parameter_name.clone())
+        else {
+            return Err(IdentityError::Provider {
+                provider: api_key.provider.clone(),
+                reason: "the target does not say where the API key goes".into(),
+            });
+        };
         let value = match &api_key.prefix {
             Some(prefix) => Secret::new(format!("{prefix}{}", value.expose())),
             None => value.clone(),
         };
         Ok(Injection::ApiKey {
-            location: api_key.location,
-            name: api_key.parameter_name.clone(),
+            location,
+            name,
             value,
         })
     }

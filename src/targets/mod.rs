@@ -311,6 +311,9 @@ pub struct Described {
     pub tools: Vec<DescribedTool>,
     /// What was left out, and why; reported, not fatal.
     pub skipped: Vec<Located>,
+    /// Where the document says an API key goes, for a target file whose `apiKey` credential
+    /// does not say it.
+    pub key_placement: Option<crate::credential::KeyPlacement>,
 }
 
 #[derive(Debug)]

@@ -4,11 +4,13 @@
 //! generated `http` mapping ([`operations`]), and the HTTP kind builds and runs it, so an
 //! OpenAPI tool costs a call exactly what a hand-mapped HTTP tool costs and follows the same
 //! mapping, credential and result rules. Operations that cannot be mapped are reported with
-//! their JSON pointer in the document and skipped; the rest load.
+//! their JSON pointer in the document and skipped; the rest load. An `apiKey` credential that
+//! does not say where its key goes takes the document's security scheme ([`security`]).
 
 mod document;
 mod operations;
 mod schema;
+mod security;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -85,6 +87,12 @@ fn describe(input: &DescribeInput<'_>, problems: &mut SpecProblems) -> Option<De
             });
         }
     }
+    let (key_placement, scheme_problems) = security::key_placement(&doc);
+    skipped.extend(scheme_problems.into_iter().map(|problem| Located {
+        file: path.clone(),
+        pointer: problem.pointer,
+        message: format!("security scheme: {}", problem.message),
+    }));
     let mut section = json!({"baseUrl": base_url, "headers": spec.headers});
     if let Some(ms) = spec.timeout_ms {
         section["timeoutMs"] = json!(ms);
@@ -103,6 +111,7 @@ fn describe(input: &DescribeInput<'_>, problems: &mut SpecProblems) -> Option<De
             })
             .collect(),
         skipped,
+        key_placement,
     })
 }
 
