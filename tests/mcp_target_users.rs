@@ -190,3 +190,100 @@ async fn authorizations(upstream: &Upstream) -> Vec<String> {
     all.dedup();
     all
 }
+
+/// The gateway with `notes` on the upstream at `url`, its provider configured by nothing but
+/// the server's URL (`protected_resource`), the client id and secret.
+async fn world_by_metadata(inbound: Idp, downstream: Idp, url: &str) -> World {
+    let target = json!({
+        "name": "notes",
+        "mcp": {"url": url},
+        "credentials": {"oauth": {"provider": "notes_as", "grantType": "AUTHORIZATION_CODE"}},
+        "tools": [{"name": "whoami", "description": "Who is calling", "inputSchema": {"type": "object"}}]
+    });
+    let provider = format!(
+        "\n[providers.notes_as]\nvendor = \"custom\"\nprotected_resource = \"{url}\"\n\
+         client_id = \"{}\"\nclient_secret_file = \"downstream.secret\"\n\
+         token_auth_method = \"client_secret_post\"\n",
+        support::idp::DOWNSTREAM_CLIENT
+    );
+    world_on(
+        inbound,
+        downstream,
+        "login",
+        "",
+        &provider,
+        vec![],
+        Some(API_RESOURCE),
+        vec![("notes.json", target)],
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_publishes_its_metadata_needs_no_hand_written_provider_endpoints() {
+    let inbound = Idp::start().await;
+    let downstream = Idp::spawn(&[]).await;
+    let upstream = Upstream::start(Some(RequireToken {
+        public_key_pem: downstream.public_key_pem(),
+        issuer: downstream.issuer.clone(),
+    }))
+    .await;
+    let world = world_by_metadata(inbound, downstream, &upstream.url).await;
+
+    // The connect page sends the browser to the authorization server the server's metadata
+    // names, for the scope it suggests, and the grant is for the server's own URL.
+    let alice = linked(&world, "alice", "alice-gh").await;
+    let (sub, _) = whoami(&alice).await;
+    assert_eq!(sub, "alice-gh");
+    let tokens = authorizations(&upstream).await;
+    assert!(!tokens.is_empty());
+    for token in tokens {
+        let (_, claims) = decode_unverified(token.strip_prefix("Bearer ").unwrap());
+        assert_eq!(
+            claims["iss"],
+            Value::String(world.downstream.issuer.clone())
+        );
+        assert_eq!(claims["aud"], Value::String(upstream.url.clone()));
+        assert_eq!(claims["scope"], "tools.read", "{claims}");
+    }
+
+    // Bob still gives his own consent.
+    let bob = world.client("bob").await;
+    consent_url(&call(&bob, TOOL).await, &world.gateway);
+}
+
+/// A server whose metadata describes another resource (RFC 9728 section 3.3: what an
+/// impostor, or a server relaying someone else's metadata, would publish).
+async fn impostor(claimed: &'static str, issuer: String) -> (String, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/mcp", listener.local_addr().unwrap());
+    let metadata = json!({"resource": claimed, "authorization_servers": [issuer]});
+    let app = axum::Router::new()
+        .route(
+            "/mcp",
+            axum::routing::post(|| async { axum::http::StatusCode::UNAUTHORIZED }),
+        )
+        .route(
+            "/.well-known/oauth-protected-resource/mcp",
+            axum::routing::get(move || async move { axum::Json(metadata) }),
+        );
+    let task = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_for_another_resource_is_refused_and_no_consent_is_offered() {
+    let inbound = Idp::start().await;
+    let downstream = Idp::spawn(&[]).await;
+    let (url, _server) =
+        impostor("https://mcp.victim.example/mcp", downstream.issuer.clone()).await;
+    let world = world_by_metadata(inbound, downstream, &url).await;
+    let alice = world.client("alice").await;
+    let result = call(&alice, TOOL).await;
+    assert_eq!(result.is_error, Some(true));
+    let text = text_of(&result);
+    assert!(
+        text.contains("RFC 9728 section 3.3") && !text.contains("/oauth2/connect/"),
+        "{text}"
+    );
+}

@@ -188,32 +188,50 @@ fn provider(
             return None;
         }
     };
-    let endpoints = match (&raw.discovery_url, explicit, &preset) {
-        (Some(url), None, _) => ProviderEndpoints::Discovery(https_or_loopback(
+    let protected_resource = match &raw.protected_resource {
+        Some(url) => Some(https_or_loopback(
+            &format!("{key}.protected_resource"),
+            url,
+            problems,
+        )?),
+        None => None,
+    };
+    let endpoints = match (
+        &raw.discovery_url,
+        explicit,
+        protected_resource.clone(),
+        &preset,
+    ) {
+        (Some(url), None, None, _) => ProviderEndpoints::Discovery(https_or_loopback(
             &format!("{key}.discovery_url"),
             url,
             problems,
         )?),
-        (None, Some((authorization, token)), _) => ProviderEndpoints::Explicit {
+        (None, Some((authorization, token)), None, _) => ProviderEndpoints::Explicit {
             authorization,
             token,
         },
-        (None, None, Some(p)) => ProviderEndpoints::Explicit {
+        (None, None, Some(resource), _) => ProviderEndpoints::ProtectedResource(resource),
+        (None, None, None, Some(p)) => ProviderEndpoints::Explicit {
             authorization: Url::parse(p.authorization).ok()?,
             token: Url::parse(p.token).ok()?,
         },
-        (None, None, None) => {
+        (None, None, None, None) => {
             problems.push(
                 format!("{key}.discovery_url"),
                 format!(
-                    "vendor {:?} needs the tenant's discovery_url (or both endpoints)",
+                    "vendor {:?} needs the tenant's discovery_url, its protected_resource \
+                     (an MCP server's URL) or both endpoints",
                     raw.vendor
                 ),
             );
             return None;
         }
-        (Some(_), Some(_), _) => {
-            problems.push(&key, "set discovery_url or the endpoints, not both");
+        _ => {
+            problems.push(
+                &key,
+                "set one of discovery_url, protected_resource or the endpoints",
+            );
             return None;
         }
     };
@@ -252,9 +270,12 @@ fn provider(
         send_resource_indicator: raw
             .send_resource_indicator
             .unwrap_or_else(|| preset.as_ref().is_none_or(|p| p.resource)),
-        resource: raw.resource.as_deref().and_then(|resource| {
-            resource_indicator(&format!("{key}.resource"), resource, problems)
-        }),
+        // A protected resource's own URL is the resource its tokens are for (RFC 9728 section
+        // 1, RFC 8707), unless `resource` says otherwise.
+        resource: match raw.resource.as_deref() {
+            Some(resource) => resource_indicator(&format!("{key}.resource"), resource, problems),
+            None => protected_resource.map(String::from),
+        },
         extra_authorize_params: extra,
     })
 }

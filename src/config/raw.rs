@@ -186,6 +186,7 @@ pub struct RawProvider {
     pub client_secret_env: Option<String>,
     pub client_secret_file: Option<String>,
     pub discovery_url: Option<String>,
+    pub protected_resource: Option<String>,
     pub authorization_endpoint: Option<String>,
     pub token_endpoint: Option<String>,
     #[serde(default)]

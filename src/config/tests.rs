@@ -246,6 +246,38 @@ fn tenant_vendors_need_a_discovery_url_and_unknown_vendors_are_named() {
 }
 
 #[test]
+fn a_protected_resource_is_the_providers_endpoints_and_default_resource() {
+    let config = with_secret_file(
+        "[identity]\nconsent_binding = \"app\"\n[providers.n]\nvendor = \"custom\"\nprotected_resource = \"https://notes.example.com/mcp\"\nclient_id = \"x\"\nclient_secret_file = \"secret\"\n",
+    )
+    .unwrap();
+    let notes = &config.providers["n"];
+    assert!(matches!(
+        &notes.endpoints,
+        ProviderEndpoints::ProtectedResource(url) if url.as_str() == "https://notes.example.com/mcp"
+    ));
+    assert_eq!(
+        notes.resource.as_deref(),
+        Some("https://notes.example.com/mcp")
+    );
+
+    let err = with_secret_file(
+        "[identity]\nconsent_binding = \"app\"\n[providers.n]\nvendor = \"custom\"\nprotected_resource = \"http://notes.example.com/mcp\"\nclient_id = \"x\"\nclient_secret_file = \"secret\"\n\
+         [providers.m]\nvendor = \"custom\"\nprotected_resource = \"https://notes.example.com/mcp\"\ndiscovery_url = \"https://sso.example.com/.well-known/openid-configuration\"\nclient_id = \"x\"\nclient_secret_file = \"secret\"\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("providers.n.protected_resource: must be an https:// URL"),
+        "{err}"
+    );
+    assert!(
+        err.contains("providers.m: set one of discovery_url, protected_resource or the endpoints"),
+        "{err}"
+    );
+}
+
+#[test]
 fn missing_secret_sources_are_named() {
     let err = with_secret_file(
         "[identity]\nconsent_binding = \"app\"\n[providers.c]\nvendor = \"custom\"\ndiscovery_url = \"https://sso.example.com/.well-known/openid-configuration\"\nclient_id = \"x\"\nclient_secret_env = \"PORTCULLIS_TEST_SURELY_UNSET\"\n",

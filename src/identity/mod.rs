@@ -20,6 +20,7 @@ mod oauth;
 mod pages;
 mod prompt;
 mod providers;
+mod resource_metadata;
 pub mod routes;
 mod service;
 pub mod settings;

@@ -28,7 +28,14 @@ impl Identity {
         ask: &TokenAsk<'_>,
         scopes: Vec<String>,
     ) -> Result<Credential, IdentityError> {
-        let (_, client) = ask.provider.resolve().await?;
+        let (endpoints, client) = ask.provider.resolve().await?;
+        // Nothing names a scope: ask for what the resource's metadata suggests (MCP
+        // authorization spec, "Scope Selection Strategy").
+        let scopes = if scopes.is_empty() {
+            endpoints.scopes.clone()
+        } else {
+            scopes
+        };
         let id = random_token(18);
         let state = random_token(24);
         let mut extra: Vec<(String, String)> = ask

@@ -1,5 +1,6 @@
-//! Downstream providers at run time: endpoints (from presets, explicit config, or RFC 8414 /
-//! OIDC discovery on first use) and the OAuth client built on them.
+//! Downstream providers at run time: endpoints (from presets, explicit config, RFC 8414 /
+//! OIDC discovery, or an MCP server's RFC 9728 metadata, on first use) and the OAuth client
+//! built on them.
 
 use std::time::Duration;
 
@@ -22,6 +23,9 @@ pub struct Endpoints {
     pub token: Url,
     /// The issuer, when known from discovery; checked against the RFC 9207 `iss` parameter.
     pub issuer: Option<String>,
+    /// Scopes the resource's metadata suggests (RFC 9728 `scopes_supported`), asked for when
+    /// neither the provider nor the credential names any.
+    pub scopes: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -98,7 +102,16 @@ impl Provider {
                     authorization: authorization.clone(),
                     token: token.clone(),
                     issuer: None,
+                    scopes: Vec::new(),
                 });
+            }
+            ProviderEndpoints::ProtectedResource(resource) => {
+                return super::resource_metadata::discover(&self.http, resource)
+                    .await
+                    .map_err(|reason| IdentityError::Provider {
+                        provider: self.config.name.clone(),
+                        reason: format!("discovery from {resource}'s metadata: {reason}"),
+                    });
             }
             ProviderEndpoints::Discovery(url) => url,
         };
@@ -127,6 +140,7 @@ impl Provider {
             authorization: parse(&metadata.authorization_endpoint)?,
             token: parse(&metadata.token_endpoint)?,
             issuer: metadata.issuer,
+            scopes: Vec::new(),
         })
     }
 }

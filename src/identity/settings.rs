@@ -37,6 +37,10 @@ pub enum ClientAuthMethod {
 pub enum ProviderEndpoints {
     /// OIDC Discovery / RFC 8414 metadata, fetched on first use.
     Discovery(Url),
+    /// The RFC 9728 metadata of this protected resource (an MCP server's URL) names the
+    /// authorization server, whose RFC 8414 / OIDC metadata gives the endpoints; fetched on
+    /// first use (the MCP authorization spec's "Authorization Server Discovery").
+    ProtectedResource(Url),
     Explicit {
         authorization: Url,
         token: Url,

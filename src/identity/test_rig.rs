@@ -176,6 +176,7 @@ pub(crate) fn rig(script: Vec<Script>) -> Rig {
         authorization: url::Url::parse("https://provider.example/authorize").unwrap(),
         token: url::Url::parse("https://provider.example/token").unwrap(),
         issuer: None,
+        scopes: Vec::new(),
     };
     let provider = Provider::with_endpoint(config, endpoints, endpoint.clone());
     Rig {

@@ -330,21 +330,27 @@ async fn guard(State(guard): State<Guard>, request: Request, next: Next) -> Resp
                     jsonwebtoken::decode::<Value>(token, &key, &validation).is_ok()
                 });
         if !valid {
-            return (
-                StatusCode::UNAUTHORIZED,
-                [(
-                    "www-authenticate",
-                    "Bearer error=\"invalid_token\", error_description=\"not a token for this server\"",
-                )],
-            )
-                .into_response();
+            // RFC 9728 section 5.1: the challenge names the resource's metadata.
+            let challenge = format!(
+                "Bearer error=\"invalid_token\", error_description=\"not a token for this server\", \
+                 resource_metadata=\"{}\"",
+                metadata_url(&guard.audience)
+            );
+            return (StatusCode::UNAUTHORIZED, [("www-authenticate", challenge)]).into_response();
         }
     }
     next.run(request).await
 }
 
+/// RFC 9728 section 3.1: the metadata of `http://host/mcp` at the path-inserted well-known URI.
+fn metadata_url(resource: &str) -> String {
+    resource.replace("/mcp", "/.well-known/oauth-protected-resource/mcp")
+}
+
 impl Upstream {
-    /// Starts the server on an ephemeral loopback port.
+    /// Starts the server on an ephemeral loopback port. One that requires a token publishes
+    /// its RFC 9728 protected resource metadata, as the MCP authorization spec asks: the
+    /// token's issuer as its authorization server and `tools.read` as its scope.
     pub async fn start(require: Option<RequireToken>) -> Upstream {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/mcp", listener.local_addr().unwrap());
@@ -359,7 +365,15 @@ impl Upstream {
             Arc::new(LocalSessionManager::default()),
             StreamableHttpServerConfig::default(),
         );
-        let app = axum::Router::new().route_service("/mcp", service).layer(
+        let metadata = require.as_ref().map(|require| {
+            json!({
+                "resource": url,
+                "authorization_servers": [require.issuer],
+                "scopes_supported": ["tools.read"],
+                "bearer_methods_supported": ["header"],
+            })
+        });
+        let mut app = axum::Router::new().route_service("/mcp", service).layer(
             axum::middleware::from_fn_with_state(
                 Guard {
                     seen: seen.clone(),
@@ -370,6 +384,12 @@ impl Upstream {
                 guard,
             ),
         );
+        if let Some(metadata) = metadata {
+            app = app.route(
+                "/.well-known/oauth-protected-resource/mcp",
+                axum::routing::get(move || async move { axum::Json(metadata) }),
+            );
+        }
         let task = tokio::spawn(async move {
             axum::serve(listener, app).await.unwrap();
         });
