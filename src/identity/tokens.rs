@@ -138,9 +138,12 @@ impl Identity {
         rejected: Option<&Secret>,
     ) -> Result<Credential, IdentityError> {
         let key = &ask.key;
+        // One call per link in this process, then one process per link on a shared store
+        // (another replica's refresh would spend a rotated refresh token under us).
         let lock = self.refresh_locks.get(&key.to_string());
         let _guard = lock.lock().await;
-        // Re-read under the lock: another call may have refreshed while we waited.
+        let _shared = self.store.lock_refresh(key).await?;
+        // Re-read under the locks: another call or replica may have refreshed while we waited.
         let Some(record) = self.store.get_token(key).await? else {
             return self.start_consent(ask, ask.required.clone()).await;
         };

@@ -376,3 +376,16 @@ async fn of_concurrent_takes_exactly_one_gets_the_session() {
         assert_eq!(winners, 1);
     }
 }
+
+#[tokio::test]
+async fn a_refresh_lock_can_be_taken_again_once_dropped_and_links_do_not_share_one() {
+    for (_dir, store) in backends().await {
+        let alice = TokenKey::new("w", "alice", "github");
+        let bob = TokenKey::new("w", "bob", "github");
+        let held = store.lock_refresh(&alice).await.unwrap();
+        // Another link's lock does not wait for alice's.
+        drop(store.lock_refresh(&bob).await.unwrap());
+        drop(held);
+        drop(store.lock_refresh(&alice).await.unwrap());
+    }
+}

@@ -22,6 +22,7 @@ mod contract;
 mod keyring;
 mod open;
 mod postgres_store;
+mod refresh_lock;
 mod seal;
 
 mod sled_store;
@@ -39,6 +40,7 @@ pub use crate::secret::Secret;
 pub use keyring::Keyring;
 pub use open::{Vault, load_keyring, open_sled_vault, open_vault};
 pub use postgres_store::{DatabaseUrl, Migration, PostgresStore, TlsMode};
+pub use refresh_lock::RefreshLock;
 pub use sled_store::{KeyRotation, SledStore};
 
 /// The `[vault]` section of the validated config (built by `config`).
@@ -398,6 +400,20 @@ pub trait Store: Send + Sync + 'static {
         &self,
         user: Option<&str>,
     ) -> Result<Vec<(TokenKey, TokenMeta)>, VaultError>;
+
+    /// Waits until no other process sharing this store is refreshing `key`'s token, and keeps
+    /// them out until the lock is dropped (see [`RefreshLock`]). The caller re-reads the token
+    /// after taking it: whoever held it before may have refreshed already (DESIGN 3.1). A
+    /// process that dies holding the lock releases it with its connection.
+    ///
+    /// ```
+    /// # use portcullis::vault::{Store, TokenKey, VaultError};
+    /// # async fn demo(store: &dyn Store, key: TokenKey) -> Result<(), VaultError> {
+    /// let _lock = store.lock_refresh(&key).await?;
+    /// let current = store.get_token(&key).await?; // re-read: another replica may have refreshed
+    /// # Ok(()) }
+    /// ```
+    async fn lock_refresh(&self, key: &TokenKey) -> Result<RefreshLock, VaultError>;
 
     /// Stores a consent session under its id (the `<id>` of `/oauth2/connect/<id>`).
     ///

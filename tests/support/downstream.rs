@@ -169,59 +169,17 @@ pub async fn world_on(
     resource: Option<&str>,
     extra_targets: Vec<(&str, Value)>,
 ) -> World {
-    let api = Api {
-        public_key_pem: Arc::new(downstream.public_key_pem()),
-        issuer: Arc::new(downstream.issuer.clone()),
-        audience: Arc::default(),
-        seen: Arc::default(),
-        reject_next: Arc::default(),
-    };
-    let app = axum::Router::new()
-        .route("/api/me", axum::routing::get(me))
-        .with_state(api.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let api_url = format!("http://{}/api", listener.local_addr().unwrap());
-    *api.audience.lock().await = API_RESOURCE.to_string();
-    let api_task = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-
-    let mut oauth = json!({"provider": "downstream", "grantType": "AUTHORIZATION_CODE", "scopes": ["tools.read"]});
-    if let Some(resource) = resource {
-        oauth["resource"] = json!(resource);
-    }
-    let target = json!({
-        "name": "acct", "http": {"baseUrl": api_url},
-        "credentials": {"oauth": oauth},
-        "tools": [
-            {"name": "me", "inputSchema": {"type": "object"}, "http": {"method": "GET", "path": "/me"}},
-            {"name": "me_write", "inputSchema": {"type": "object"}, "http": {"method": "GET", "path": "/me"}, "scopes": ["tools.write"]}
-        ]
-    });
+    let (api, api_url, api_task) = start_api(&downstream).await;
+    let config = OauthConfig::new(&downstream, binding, identity_extra, extra_toml, SLED_VAULT);
     let gateway = TestGateway::start(
         &inbound,
-        Setup {
-            targets: [("acct.json", target)].into_iter().chain(extra_targets).collect(),
-            inbound_extra: &format!(
-                "[inbound.login]\nclient_id = \"{}\"\nclient_secret_file = \"login.secret\"\n",
-                idp::PORTCULLIS_CLIENT
-            ),
-            extra: &format!(
-                "[vault]\npath = \"vault\"\nkey_file = \"vault.key\"\n\
-                 [identity]\nconsent_binding = \"{binding}\"\n{identity_extra}\n\
-                 [providers.downstream]\nvendor = \"custom\"\ndiscovery_url = \"{}\"\nclient_id = \"{}\"\n\
-                 client_secret_file = \"downstream.secret\"\ntoken_auth_method = \"client_secret_post\"\n{extra_toml}",
-                downstream.discovery_url(),
-                idp::DOWNSTREAM_CLIENT
-            ),
-            files: [
-                ("login.secret", idp::PORTCULLIS_CLIENT_SECRET.to_string()),
-                ("downstream.secret", idp::DOWNSTREAM_CLIENT_SECRET.to_string()),
-                ("vault.key", VAULT_KEY.to_string()),
-            ]
-            .into_iter()
-            .chain(files)
-            .collect(),
-            ..Setup::default()
-        },
+        config.setup(
+            [("acct.json", acct_target(&api_url, resource))]
+                .into_iter()
+                .chain(extra_targets)
+                .collect(),
+            files,
+        ),
     )
     .await;
     World {
@@ -230,6 +188,100 @@ pub async fn world_on(
         api,
         gateway,
         _api_task: api_task,
+    }
+}
+
+/// The `[vault]` section of a single gateway: sled in its folder.
+pub const SLED_VAULT: &str = "[vault]\npath = \"vault\"\nkey_file = \"vault.key\"\n";
+
+/// The downstream API on a loopback port, and its base URL (`.../api`).
+pub async fn start_api(downstream: &Idp) -> (Api, String, tokio::task::JoinHandle<()>) {
+    let api = Api {
+        public_key_pem: Arc::new(downstream.public_key_pem()),
+        issuer: Arc::new(downstream.issuer.clone()),
+        audience: Arc::new(Mutex::new(API_RESOURCE.to_string())),
+        seen: Arc::default(),
+        reject_next: Arc::default(),
+    };
+    let app = axum::Router::new()
+        .route("/api/me", axum::routing::get(me))
+        .with_state(api.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let api_url = format!("http://{}/api", listener.local_addr().unwrap());
+    let task = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (api, api_url, task)
+}
+
+/// The `acct` target: the API's `me` tools with the downstream provider's credential.
+pub fn acct_target(api_url: &str, resource: Option<&str>) -> Value {
+    let mut oauth = json!({"provider": "downstream", "grantType": "AUTHORIZATION_CODE", "scopes": ["tools.read"]});
+    if let Some(resource) = resource {
+        oauth["resource"] = json!(resource);
+    }
+    json!({
+        "name": "acct", "http": {"baseUrl": api_url},
+        "credentials": {"oauth": oauth},
+        "tools": [
+            {"name": "me", "inputSchema": {"type": "object"}, "http": {"method": "GET", "path": "/me"}},
+            {"name": "me_write", "inputSchema": {"type": "object"}, "http": {"method": "GET", "path": "/me"}, "scopes": ["tools.write"]}
+        ]
+    })
+}
+
+/// The config of a gateway with the sign-in client, a vault and the downstream provider.
+pub struct OauthConfig {
+    inbound_extra: String,
+    extra: String,
+}
+
+impl OauthConfig {
+    /// `vault` is the `[vault]` section ([`SLED_VAULT`], or a shared database's).
+    pub fn new(
+        downstream: &Idp,
+        binding: &str,
+        identity_extra: &str,
+        extra_toml: &str,
+        vault: &str,
+    ) -> OauthConfig {
+        OauthConfig {
+            inbound_extra: format!(
+                "[inbound.login]\nclient_id = \"{}\"\nclient_secret_file = \"login.secret\"\n",
+                idp::PORTCULLIS_CLIENT
+            ),
+            extra: format!(
+                "{vault}\
+                 [identity]\nconsent_binding = \"{binding}\"\n{identity_extra}\n\
+                 [providers.downstream]\nvendor = \"custom\"\ndiscovery_url = \"{}\"\nclient_id = \"{}\"\n\
+                 client_secret_file = \"downstream.secret\"\ntoken_auth_method = \"client_secret_post\"\n{extra_toml}",
+                downstream.discovery_url(),
+                idp::DOWNSTREAM_CLIENT
+            ),
+        }
+    }
+
+    /// The gateway's setup: these targets, the secrets and vault key, and `files`.
+    pub fn setup<'a>(
+        &'a self,
+        targets: Vec<(&'a str, Value)>,
+        files: Vec<(&'a str, String)>,
+    ) -> Setup<'a> {
+        Setup {
+            targets,
+            inbound_extra: &self.inbound_extra,
+            extra: &self.extra,
+            files: [
+                ("login.secret", idp::PORTCULLIS_CLIENT_SECRET.to_string()),
+                (
+                    "downstream.secret",
+                    idp::DOWNSTREAM_CLIENT_SECRET.to_string(),
+                ),
+                ("vault.key", VAULT_KEY.to_string()),
+            ]
+            .into_iter()
+            .chain(files)
+            .collect(),
+            ..Setup::default()
+        }
     }
 }
 

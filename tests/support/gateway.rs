@@ -70,19 +70,34 @@ impl TestGateway {
             idp.discovery_url(),
             setup.inbound_extra
         );
-        Self::start_with(listener, &base, &inbound, setup, false).await
+        Self::start_with(listener, &base, &base, &inbound, setup, false).await
+    }
+
+    /// A replica behind a load balancer at `public_url`: tokens are for `<public_url>/mcp`,
+    /// and every URL the gateway hands out (consent, callbacks) names `public_url`. `base` is
+    /// still the replica's own address.
+    pub async fn start_behind(idp: &Idp, public_url: &str, setup: Setup<'_>) -> TestGateway {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let inbound = format!(
+            "[inbound]\ndiscovery_url = \"{}\"\nallowed_audiences = [\"{public_url}/mcp\"]\nallowed_scopes = [\"mcp\"]\n{}\n",
+            idp.discovery_url(),
+            setup.inbound_extra
+        );
+        Self::start_with(listener, &base, public_url, &inbound, setup, false).await
     }
 
     /// A gateway in `--dev` mode (embedded issuer, dev routes).
     pub async fn start_dev(setup: Setup<'_>) -> TestGateway {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
-        Self::start_with(listener, &base, "", setup, true).await
+        Self::start_with(listener, &base, &base, "", setup, true).await
     }
 
     async fn start_with(
         listener: TcpListener,
         base: &str,
+        public_url: &str,
         inbound: &str,
         setup: Setup<'_>,
         dev: bool,
@@ -98,7 +113,7 @@ impl TestGateway {
         }
         let addr = base.trim_start_matches("http://");
         let toml = format!(
-            "[server]\nlisten = \"{addr}\"\npublic_url = \"{base}\"\n\n{inbound}\n[targets]\ndir = \"targets\"\nwatch = {}\n\n{}\n",
+            "[server]\nlisten = \"{addr}\"\npublic_url = \"{public_url}\"\n\n{inbound}\n[targets]\ndir = \"targets\"\nwatch = {}\n\n{}\n",
             setup.watch, setup.extra
         );
         std::fs::write(dir.path().join("portcullis.toml"), &toml).unwrap();

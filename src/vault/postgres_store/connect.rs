@@ -17,10 +17,10 @@ use crate::vault::VaultError;
 
 /// Connections per replica: each vault operation is one short statement (or one short
 /// transaction), so a few connections serve many concurrent requests.
-const POOL_SIZE: usize = 16;
+pub(super) const POOL_SIZE: usize = 16;
 /// How long a request waits for a pooled connection, a new connection, or a recycle check
 /// before the store is reported unavailable (rather than hanging the request).
-const POOL_TIMEOUT: Duration = Duration::from_secs(5);
+pub(super) const POOL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How the connection is protected, from the URL's `sslmode` (libpq's names).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -166,8 +166,9 @@ fn describe(config: &tokio_postgres::Config) -> String {
     )
 }
 
-/// Builds the pool. No connection is made here: the first `get` connects.
-pub(super) fn pool(url: &DatabaseUrl) -> Result<Pool, VaultError> {
+/// Builds a pool of at most `size` connections, where a caller waits up to `wait` for one. No
+/// connection is made here: the first `get` connects.
+pub(super) fn pool(url: &DatabaseUrl, size: usize, wait: Duration) -> Result<Pool, VaultError> {
     // Verified recycling runs an empty query before a pooled connection is handed out: after a
     // database restart or failover, stale connections are dropped and new ones made instead of
     // failing one request each.
@@ -185,9 +186,9 @@ pub(super) fn pool(url: &DatabaseUrl) -> Result<Pool, VaultError> {
         ),
     };
     Pool::builder(manager)
-        .max_size(POOL_SIZE)
+        .max_size(size)
         .runtime(Runtime::Tokio1)
-        .wait_timeout(Some(POOL_TIMEOUT))
+        .wait_timeout(Some(wait))
         .create_timeout(Some(POOL_TIMEOUT))
         .recycle_timeout(Some(POOL_TIMEOUT))
         .build()

@@ -29,6 +29,7 @@
 
 mod buckets;
 mod connect;
+mod locks;
 mod maintenance;
 mod migrate;
 mod schema;
@@ -55,8 +56,8 @@ use super::sled_store::{
     consent_record_key, describe, token_record_key,
 };
 use super::{
-    ConsentRecord, Keyring, RecordKind, Secret, Store, StoreUsage, TokenKey, TokenMeta,
-    TokenRecord, VaultError,
+    ConsentRecord, Keyring, RecordKind, RefreshLock, Secret, Store, StoreUsage, TokenKey,
+    TokenMeta, TokenRecord, VaultError,
 };
 
 /// How long one statement may take once a connection is in hand. Every vault statement is a
@@ -81,6 +82,8 @@ pub struct PostgresStore {
 struct Inner {
     url: DatabaseUrl,
     pool: Pool,
+    /// Connections holding refresh locks (`locks.rs`), apart from `pool`.
+    locks: Pool,
     keyring: RwLock<Keyring>,
 }
 
@@ -102,7 +105,8 @@ impl PostgresStore {
         let store = PostgresStore {
             inner: Arc::new(Inner {
                 url: url.clone(),
-                pool: connect::pool(url)?,
+                pool: connect::pool(url, connect::POOL_SIZE, connect::POOL_TIMEOUT)?,
+                locks: locks::lock_pool(url)?,
                 keyring: RwLock::new(keyring),
             }),
         };
@@ -235,6 +239,14 @@ impl PostgresStore {
     }
 }
 
+#[cfg(test)]
+impl test_cluster::Cluster {
+    /// The store's URL for `database`.
+    pub(in crate::vault) fn url(&self, database: &str) -> DatabaseUrl {
+        DatabaseUrl::parse(&Secret::new(self.url_text(database))).unwrap()
+    }
+}
+
 /// Unix seconds as PostgreSQL's `bigint` (saturating: 2^63 seconds is far beyond any expiry).
 fn to_bigint(unix: u64) -> i64 {
     i64::try_from(unix).unwrap_or(i64::MAX)
@@ -285,6 +297,10 @@ impl Store for PostgresStore {
         )
         .await?;
         Ok(())
+    }
+
+    async fn lock_refresh(&self, key: &TokenKey) -> Result<RefreshLock, VaultError> {
+        self.advisory_refresh_lock(key).await
     }
 
     async fn delete_token(&self, key: &TokenKey) -> Result<bool, VaultError> {

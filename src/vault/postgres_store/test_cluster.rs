@@ -13,6 +13,9 @@
 //! - Folders are named `portcullis-pg-<pid>-*`: a run that crashed leaves its server running
 //!   and its folder behind, and the next run stops and removes those of dead processes.
 //! - Missing binaries are installed with apt (`postgresql-15`), as `tests/run` does.
+//!
+//! The file uses no crate types: the integration tests include it too (`tests/support/postgres.rs`),
+//! to run several gateway replicas on one database.
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -21,11 +24,8 @@ use std::sync::{Arc, Weak};
 
 use parking_lot::Mutex;
 
-use crate::secret::Secret;
-use crate::vault::DatabaseUrl;
-
 /// The test role's password: tests assert it never appears in an error or a log line.
-pub(in crate::vault) const PASSWORD: &str = "pg-test-password-7f3a9c";
+pub const PASSWORD: &str = "pg-test-password-7f3a9c";
 const ROLE: &str = "portcullis_test";
 const PREFIX: &str = "portcullis-pg-";
 
@@ -33,7 +33,7 @@ static SHARED: Mutex<Weak<Cluster>> = Mutex::new(Weak::new());
 
 /// The process's shared cluster, started on first use. Blocks (initdb, start): call it from
 /// `spawn_blocking` or before the runtime is busy.
-pub(in crate::vault) fn shared() -> Arc<Cluster> {
+pub fn shared() -> Arc<Cluster> {
     let mut slot = SHARED.lock();
     if let Some(cluster) = slot.upgrade() {
         return cluster;
@@ -44,7 +44,7 @@ pub(in crate::vault) fn shared() -> Arc<Cluster> {
 }
 
 /// A running throwaway cluster; stopped and removed on drop.
-pub(in crate::vault) struct Cluster {
+pub struct Cluster {
     dir: tempfile::TempDir,
     bin: PathBuf,
     port: u16,
@@ -53,14 +53,14 @@ pub(in crate::vault) struct Cluster {
 
 impl Cluster {
     /// initdb, configure, start, and create the test role.
-    pub(in crate::vault) fn start() -> Cluster {
+    pub fn start() -> Cluster {
         Cluster::start_with(false)
     }
 
     /// A private cluster that also accepts TLS (`ssl = on`) with a server certificate for
     /// 127.0.0.1 issued by a throwaway CA; returns the CA certificate's PEM file, which
     /// `sslrootcert` can name. Plaintext connections are still accepted.
-    pub(in crate::vault) fn start_tls() -> (Cluster, PathBuf) {
+    pub fn start_tls() -> (Cluster, PathBuf) {
         let cluster = Cluster::start_with(true);
         let ca = cluster.dir.path().join("ca.pem");
         (cluster, ca)
@@ -163,12 +163,12 @@ impl Cluster {
     }
 
     /// Starts the server again after [`Cluster::stop`], on the same port.
-    pub(in crate::vault) fn restart(&self) {
+    pub fn restart(&self) {
         assert!(self.try_start(), "restart failed:\n{}", self.log());
     }
 
     /// Stops the server at once (`-m immediate`: like a crash, connections are cut).
-    pub(in crate::vault) fn stop(&self) {
+    pub fn stop(&self) {
         self.server_output(
             "pg_ctl",
             &[
@@ -184,7 +184,7 @@ impl Cluster {
 
     /// Freezes (`SIGSTOP`) or thaws (`SIGCONT`) the server and its backends: a server that
     /// accepts connections but never answers, like a hung host.
-    pub(in crate::vault) fn signal_server(&self, signal: &str) {
+    pub fn signal_server(&self, signal: &str) {
         let pid_file = std::fs::read_to_string(self.data().join("postmaster.pid")).unwrap();
         let postmaster = pid_file.lines().next().unwrap().trim().to_string();
         let mut pids = vec![postmaster.clone()];
@@ -209,28 +209,27 @@ impl Cluster {
     }
 
     /// A fresh, empty database owned by the test role.
-    pub(in crate::vault) fn database(&self) -> String {
+    pub fn database(&self) -> String {
         let name = format!("t_{}", uuid::Uuid::new_v4().simple());
         self.psql(&format!("CREATE DATABASE {name} OWNER {ROLE}"));
         name
     }
 
     /// The URL of `database` over TCP with the role's password.
-    pub(in crate::vault) fn url(&self, database: &str) -> DatabaseUrl {
-        DatabaseUrl::parse(&Secret::new(format!(
+    pub fn url_text(&self, database: &str) -> String {
+        format!(
             "postgres://{ROLE}:{PASSWORD}@127.0.0.1:{}/{database}",
             self.port
-        )))
-        .unwrap()
+        )
     }
 
     /// The TCP port (tests point a store at it after the server stopped).
-    pub(in crate::vault) fn port(&self) -> u16 {
+    pub fn port(&self) -> u16 {
         self.port
     }
 
     /// `pg_dump` of `database` (plain SQL; `bytea` shows as hex).
-    pub(in crate::vault) fn pg_dump(&self, database: &str) -> String {
+    pub fn pg_dump(&self, database: &str) -> String {
         let output = Command::new(self.bin.join("pg_dump"))
             .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", ROLE])
             .args(["-d", database])
@@ -247,7 +246,7 @@ impl Cluster {
     }
 
     /// Runs SQL as the superuser through the unix socket, in `database`.
-    pub(in crate::vault) fn superuser_sql(&self, database: &str, sql: &str) {
+    pub fn superuser_sql(&self, database: &str, sql: &str) {
         let output = Command::new(self.bin.join("psql"))
             .args([
                 "-h",

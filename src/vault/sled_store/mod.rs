@@ -45,8 +45,8 @@ pub(super) use self::keys::{
 };
 use super::seal;
 use super::{
-    ConsentRecord, RecordKind, Secret, Store, StoreUsage, TokenKey, TokenMeta, TokenRecord,
-    VaultError,
+    ConsentRecord, RecordKind, RefreshLock, Secret, Store, StoreUsage, TokenKey, TokenMeta,
+    TokenRecord, VaultError,
 };
 
 // The tree names are part of every envelope's associated data (`seal.rs`); the PostgreSQL store
@@ -249,6 +249,12 @@ impl Store for SledStore {
             inner.flush()
         })
         .await
+    }
+
+    /// sled's folder lock keeps every other process out of this vault: the identity module's
+    /// per-process lock is the whole single-flight.
+    async fn lock_refresh(&self, _key: &TokenKey) -> Result<RefreshLock, VaultError> {
+        Ok(RefreshLock::single_process())
     }
 
     async fn delete_token(&self, key: &TokenKey) -> Result<bool, VaultError> {

@@ -10,6 +10,7 @@ use crate::vault::unix_now;
 
 mod buckets;
 mod commands;
+mod locks;
 mod tls;
 
 /// The shared cluster and a fresh database on it.
