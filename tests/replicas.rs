@@ -51,6 +51,18 @@ async fn replicas(count: usize) -> Replicas {
     let cluster = tokio::task::spawn_blocking(pg_cluster::shared)
         .await
         .unwrap();
+    replicas_on(cluster, count).await
+}
+
+/// A target whose tool needs no credential (the API's `/ping`).
+fn open_target(api_url: &str) -> serde_json::Value {
+    serde_json::json!({
+        "name": "open", "http": {"baseUrl": api_url},
+        "tools": [{"name": "ping", "inputSchema": {"type": "object"}, "http": {"method": "GET", "path": "/ping"}}]
+    })
+}
+
+async fn replicas_on(cluster: Arc<pg_cluster::Cluster>, count: usize) -> Replicas {
     let database = {
         let cluster = cluster.clone();
         tokio::task::spawn_blocking(move || cluster.database())
@@ -66,7 +78,10 @@ async fn replicas(count: usize) -> Replicas {
     let mut gateways = Vec::with_capacity(count);
     for _ in 0..count {
         let setup = config.setup(
-            vec![("acct.json", acct_target(&api_url, Some(API_RESOURCE)))],
+            vec![
+                ("acct.json", acct_target(&api_url, Some(API_RESOURCE))),
+                ("open.json", open_target(&api_url)),
+            ],
             vec![("database.url", url.clone())],
         );
         gateways.push(TestGateway::start_behind(&inbound, &public_url, setup).await);
@@ -275,4 +290,61 @@ async fn an_expired_token_refreshes_once_under_200_concurrent_calls_spread_over_
     for client in clients {
         Arc::into_inner(client).unwrap().cancel().await.unwrap();
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_outage_fails_only_the_calls_that_need_it_and_the_replicas_recover_by_themselves()
+ {
+    // A private cluster: this test stops its server.
+    let cluster = Arc::new(
+        tokio::task::spawn_blocking(pg_cluster::Cluster::start)
+            .await
+            .unwrap(),
+    );
+    let world = replicas_on(cluster.clone(), 2).await;
+    world.link_alice().await;
+    let alice = world.client(1, "alice").await;
+    let ready = |index: usize| {
+        let url = format!("{}/readyz", world.gateways[index].base);
+        async move { reqwest::get(url).await.unwrap().status().as_u16() }
+    };
+    assert_eq!(ready(1).await, 200);
+
+    let stopping = cluster.clone();
+    tokio::task::spawn_blocking(move || stopping.stop())
+        .await
+        .unwrap();
+    let result = call(&alice, "acct___me").await;
+    assert_eq!(result.is_error, Some(true), "{}", text_of(&result));
+    let text = text_of(&result);
+    assert!(
+        text.contains("credential store is unavailable") && text.contains("Nothing was run"),
+        "{text}"
+    );
+    // The store's whereabouts are for the operator's log, not the caller.
+    assert!(
+        !text.contains("127.0.0.1") && !text.contains(&cluster.port().to_string()),
+        "{text}"
+    );
+    assert!(!text.contains(pg_cluster::PASSWORD), "{text}");
+    let ping = call(&alice, "open___ping").await;
+    assert_ne!(
+        ping.is_error,
+        Some(true),
+        "a tool without a credential still works: {}",
+        text_of(&ping)
+    );
+    assert_eq!(ready(1).await, 503, "readiness includes the database");
+
+    let starting = cluster.clone();
+    tokio::task::spawn_blocking(move || starting.restart())
+        .await
+        .unwrap();
+    // No gateway restart: the pools replace their dead connections.
+    let result = call(&alice, "acct___me").await;
+    assert_ne!(result.is_error, Some(true), "{}", text_of(&result));
+    assert!(text_of(&result).contains("alice-gh"));
+    assert_eq!(ready(1).await, 200);
+    assert_eq!(ready(0).await, 200);
+    alice.cancel().await.unwrap();
 }

@@ -301,7 +301,7 @@ impl CallPipeline {
         match Box::pin(identity.after_unauthorized(caller, credentials, used, request)).await {
             Ok(Credential::Ready(fresh)) => Ok(fresh),
             Ok(Credential::NeedsConsent(prompt)) => Err(CallOutcome::NeedsConsent(prompt)),
-            Err(error) => Err(CallOutcome::CredentialFailed(error)),
+            Err(error) => Err(credential_failed(tool, error)),
         }
     }
 
@@ -324,8 +324,15 @@ impl CallPipeline {
         Box::pin(identity.credential_for(caller, credentials, request))
             .await
             .map(Some)
-            .map_err(CallOutcome::CredentialFailed)
+            .map_err(|error| credential_failed(tool, error))
     }
+}
+
+/// Logs why `tool`'s credential could not be had (the caller's answer may say less: an
+/// unavailable store is not described to clients) and makes it the outcome.
+fn credential_failed(tool: &CatalogTool, error: IdentityError) -> CallOutcome {
+    tracing::warn!(tool = %tool.qualified_name, %error, "no downstream credential for the call");
+    CallOutcome::CredentialFailed(error)
 }
 
 #[cfg(test)]

@@ -83,6 +83,14 @@ pub enum IdentityError {
     Internal(String),
 }
 
+impl IdentityError {
+    /// The vault's store cannot be reached right now (DESIGN 2.9): a retry may succeed, and
+    /// nothing about the user's links is known.
+    pub fn is_store_unavailable(&self) -> bool {
+        matches!(self, IdentityError::Vault(VaultError::Unavailable { .. }))
+    }
+}
+
 /// The user must link their account first: show them `url`.
 #[derive(Debug, Clone)]
 pub struct ConsentPrompt {

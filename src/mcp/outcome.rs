@@ -142,6 +142,12 @@ fn fresh_token_refused_result(challenge: Option<&str>) -> CallToolResult {
 
 /// A credential could not be obtained for a reason other than missing consent.
 fn credential_error_result(error: &IdentityError) -> CallToolResult {
+    if error.is_store_unavailable() {
+        // Where the store is (host, port, database) is the operator's business: it is logged.
+        return CallToolResult::error(vec![Content::text(
+            "The credential store is unavailable right now, so this tool's downstream credential could not be read. Nothing was run; try again shortly.",
+        )]);
+    }
     CallToolResult::error(vec![Content::text(format!(
         "Could not obtain the downstream credential for this tool: {error}"
     ))])

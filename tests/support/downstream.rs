@@ -205,6 +205,11 @@ pub async fn start_api(downstream: &Idp) -> (Api, String, tokio::task::JoinHandl
     };
     let app = axum::Router::new()
         .route("/api/me", axum::routing::get(me))
+        // Needs no credential: what a tool without one reaches.
+        .route(
+            "/api/ping",
+            axum::routing::get(|| async { Json(json!({"pong": true})) }),
+        )
         .with_state(api.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let api_url = format!("http://{}/api", listener.local_addr().unwrap());
