@@ -40,7 +40,7 @@ use crate::call::CallPipeline;
 use crate::catalog::Catalog;
 use crate::config::{Config, KeySourceConfig};
 use crate::inbound::{AuthLayerState, DevIssuer, KeyStore, Verifier};
-use crate::mcp::{McpGateway, McpState, SessionOwners, SessionRegistry};
+use crate::mcp::{McpGateway, McpState, SessionOwners, SessionRegistry, SharedSessions};
 use crate::targets::Transport;
 
 use reload::{activate, log_catalog, render_policy_problems, warn_policy_schema_problems};
@@ -452,11 +452,25 @@ fn router(state: &Arc<GatewayState>, shutdown: &CancellationToken) -> Router {
     let server = &state.config.server;
     let mcp_state = state.mcp.clone();
     let rmcp_sessions = Arc::new(LocalSessionManager::default());
-    let session_owners = Arc::new(SessionOwners::new(rmcp_sessions.clone()));
+    // On a shared store (several replicas), legacy sessions are written there so that any
+    // replica serves them (DESIGN 2.9, `mcp::shared_sessions`).
+    let shared_sessions = state
+        .identity
+        .as_ref()
+        .map(|identity| identity.store())
+        .filter(|store| store.is_shared())
+        .map(|store| SharedSessions::new(store.clone()));
+    let mut session_owners = SessionOwners::new(rmcp_sessions.clone());
+    let mut rmcp_config = StreamableHttpServerConfig::default();
+    if let Some(shared) = shared_sessions {
+        rmcp_config.session_store = Some(Arc::new(shared.clone()));
+        session_owners = session_owners.with_shared(shared);
+    }
+    let session_owners = Arc::new(session_owners);
     let mcp_service = StreamableHttpService::new(
         move || Ok(McpGateway::new(mcp_state.clone())),
         rmcp_sessions,
-        StreamableHttpServerConfig::default()
+        rmcp_config
             .with_allowed_hosts(allowed_hosts(state))
             .with_allowed_origins(allowed_origins(state))
             .enforce_origin_validation()

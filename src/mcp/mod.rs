@@ -8,7 +8,7 @@
 //! Owns: the JSON-RPC shapes ([`errors`]), the mapping of call outcomes to each revision's
 //! answer (`outcome`), and binding legacy sessions to their caller ([`session_owner`]). May
 //! use: `call`, `catalog`, `identity` (the consent waiters), `inbound` (the caller), `targets`
-//! (error wording).
+//! (error wording), `vault` (legacy sessions in a shared store, [`shared_sessions`]).
 
 mod elicitation;
 pub mod errors;
@@ -17,6 +17,7 @@ mod progress;
 pub mod search_tool;
 pub mod session_owner;
 mod sessions;
+pub mod shared_sessions;
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -33,6 +34,7 @@ pub use outcome::{ConsentChannel, URL_ELICITATION_REQUIRED};
 pub use search_tool::SearchConfig;
 pub use session_owner::{SessionOwnerError, SessionOwners};
 pub use sessions::SessionRegistry;
+pub use shared_sessions::SharedSessions;
 
 use crate::call::{CallOptions, CallOutcome, CallPipeline};
 use crate::catalog::{Catalog, PAGE_SIZE};

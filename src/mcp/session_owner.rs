@@ -34,6 +34,7 @@ use parking_lot::Mutex;
 use rmcp::transport::streamable_http_server::session::SessionManager;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 
+use super::shared_sessions::{SharedSessions, with_initializing_caller, with_loaded_session};
 use crate::inbound::Caller;
 
 /// `Mcp-Session-Id` (MCP 2025-11-25 "Session Management").
@@ -52,6 +53,9 @@ pub enum SessionOwnerError {
         "too many live MCP sessions ({max}): end idle ones with DELETE, or retry once they expire"
     )]
     TooManySessions { max: usize },
+    /// A session this replica does not hold could not be looked up in the shared store.
+    #[error("the MCP session store is unavailable right now; retry shortly")]
+    StoreUnavailable,
 }
 
 /// Who a session belongs to: the same issuer + subject as [`Caller::user_id`], kept as the two
@@ -85,6 +89,8 @@ pub struct SessionOwners {
     owners: Mutex<Owners>,
     rmcp_sessions: Arc<LocalSessionManager>,
     max: usize,
+    /// Sessions other replicas issued, when the store is shared (`shared_sessions.rs`).
+    shared: Option<SharedSessions>,
 }
 
 impl SessionOwners {
@@ -102,7 +108,15 @@ impl SessionOwners {
             }),
             rmcp_sessions,
             max,
+            shared: None,
         }
+    }
+
+    /// Also serves sessions issued by other replicas on the same shared store, after checking
+    /// there that they were issued to the caller.
+    pub fn with_shared(mut self, shared: SharedSessions) -> SessionOwners {
+        self.shared = Some(shared);
+        self
     }
 
     /// Whether `session` was issued to `caller`. Unknown sessions belong to nobody.
@@ -178,28 +192,52 @@ pub async fn bind_sessions_to_callers(
         return super::errors::missing_caller_response();
     };
     let Some(session) = request.headers().get(SESSION_HEADER) else {
-        let response = next.run(request).await;
+        let response = match &owners.shared {
+            Some(_) => with_initializing_caller(&caller, next.run(request)).await,
+            None => next.run(request).await,
+        };
         return bind_new_session(&owners, &caller, response).await;
     };
-    let Some(session) = session
-        .to_str()
-        .ok()
-        .filter(|id| owners.is_owned_by(id, &caller))
-        .map(str::to_owned)
-    else {
-        tracing::info!(
-            caller = %caller.user_id(),
-            method = %request.method(),
-            "MCP request refused: the session id is unknown or belongs to another caller"
-        );
-        return super::errors::unknown_session_response();
+    let Ok(session) = session.to_str().map(str::to_owned) else {
+        return refuse_session(&caller, &request);
     };
     let is_delete = request.method() == Method::DELETE;
-    let response = next.run(request).await;
+    let response = if owners.is_owned_by(&session, &caller) {
+        next.run(request).await
+    } else if let Some(shared) = &owners.shared {
+        // Issued by another replica (or closed idle here): the shared store says whose it is.
+        match shared.owned_by(&session, &caller).await {
+            Ok(Some(params)) => {
+                if let Err(error) = owners.remember(&session, &caller).await {
+                    return super::errors::session_owner_error_response(&error);
+                }
+                with_loaded_session(&session, params, next.run(request)).await
+            }
+            Ok(None) => return refuse_session(&caller, &request),
+            Err(error) => {
+                tracing::warn!(%error, "an MCP session could not be looked up");
+                return super::errors::session_owner_error_response(
+                    &SessionOwnerError::StoreUnavailable,
+                );
+            }
+        }
+    } else {
+        return refuse_session(&caller, &request);
+    };
     if is_delete && response.status().is_success() {
         owners.forget(&session);
     }
     response
+}
+
+/// 404, as for an unknown session: the id is unknown or belongs to another caller.
+fn refuse_session(caller: &Caller, request: &Request) -> Response {
+    tracing::info!(
+        caller = %caller.user_id(),
+        method = %request.method(),
+        "MCP request refused: the session id is unknown or belongs to another caller"
+    );
+    super::errors::unknown_session_response()
 }
 
 /// Records the owner of a session this response creates, or ends it if none can be recorded.

@@ -147,6 +147,9 @@ pub enum RecordKind {
     CallbackState,
     /// A browser signed in at the gateway, by its session cookie.
     BrowserSession,
+    /// A legacy MCP session (`Mcp-Session-Id`): its owner and `initialize` parameters, so that
+    /// any replica on a shared store can serve it (DESIGN 2.9).
+    McpSession,
 }
 
 impl RecordKind {
@@ -156,6 +159,7 @@ impl RecordKind {
             RecordKind::Consent => 1,
             RecordKind::CallbackState => 2,
             RecordKind::BrowserSession => 3,
+            RecordKind::McpSession => 4,
         }
     }
 
@@ -164,6 +168,7 @@ impl RecordKind {
             RecordKind::Consent => "consent session",
             RecordKind::CallbackState => "callback state",
             RecordKind::BrowserSession => "browser session",
+            RecordKind::McpSession => "MCP session",
         }
     }
 }
@@ -556,6 +561,12 @@ pub trait Store: Send + Sync + 'static {
     /// # Ok(()) }
     /// ```
     async fn check(&self) -> Result<(), VaultError>;
+
+    /// Whether other processes share this store (several replicas on one database): then
+    /// what a later request needs must be written here rather than kept in memory.
+    fn is_shared(&self) -> bool {
+        false
+    }
 
     /// Removes consent sessions expired at `now` (unix seconds); returns how many.
     ///

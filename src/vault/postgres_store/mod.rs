@@ -530,6 +530,10 @@ impl Store for PostgresStore {
         Ok(Some(Secret::new(text)))
     }
 
+    fn is_shared(&self) -> bool {
+        true
+    }
+
     /// One `DELETE` by the clear `expires_at` column (indexed), whatever replica runs it.
     async fn purge_expired(&self, now: u64) -> Result<usize, VaultError> {
         let purged = self
