@@ -39,6 +39,7 @@ use tokio_util::sync::CancellationToken;
 use crate::call::CallPipeline;
 use crate::catalog::Catalog;
 use crate::config::{Config, KeySourceConfig};
+use crate::inbound::es256::Es256Key;
 use crate::inbound::{AuthLayerState, DevIssuer, KeyStore, Verifier};
 use crate::mcp::{McpGateway, McpState, SessionOwners, SessionRegistry, SharedSessions};
 use crate::targets::Transport;
@@ -207,13 +208,22 @@ impl Gateway {
         let (catalog, problems) = load_catalog(&config, &Catalog::default(), &transport).await;
         log_catalog(&catalog, &problems, "catalog loaded");
         let identity_api = match &identity {
-            Some(identity) => identity::api::IdentityApi::new(
-                identity_sections(&config),
-                identity.clone(),
-                keys.clone(),
-            )?
-            .map(Arc::new),
-            None => None,
+            Some(identity) if !config.identity.access_keys.is_empty() => {
+                let key = signing_key(
+                    identity.store(),
+                    &config.server.data_dir,
+                    identity::api::WORKLOAD_TOKEN_KEY,
+                )
+                .await?;
+                identity::api::IdentityApi::new(
+                    identity_sections(&config),
+                    identity.clone(),
+                    keys.clone(),
+                    key,
+                )?
+                .map(Arc::new)
+            }
+            _ => None,
         };
         let policies = match &config.policy {
             Some(policy) => {
@@ -414,6 +424,26 @@ async fn purge_expired_records(store: Arc<dyn vault::Store>) {
     }
 }
 
+/// An ES256 key every replica signs with (DESIGN 2.9): in the store when it is shared, where
+/// the replica that starts first puts the one it generated, else `<data_dir>/<name>` as for
+/// one process.
+async fn signing_key(
+    store: &Arc<dyn vault::Store>,
+    data_dir: &std::path::Path,
+    name: &str,
+) -> Result<Es256Key, StartError> {
+    if !store.is_shared() {
+        return Ok(Es256Key::load_or_create(&data_dir.join(name))?);
+    }
+    let candidate = Es256Key::generate_pkcs8()?;
+    let stored = store.shared_secret(name, Some(&candidate)).await?;
+    let bad = || inbound::es256::KeyFileError::BadStoredKey {
+        name: name.to_string(),
+    };
+    let pkcs8 = stored.ok_or_else(bad)?;
+    Ok(Es256Key::from_pkcs8(&pkcs8).ok_or_else(bad)?)
+}
+
 /// The config sections the identity module is built from.
 fn identity_sections(config: &Config) -> identity::settings::IdentitySections<'_> {
     identity::settings::IdentitySections {
@@ -422,7 +452,6 @@ fn identity_sections(config: &Config) -> identity::settings::IdentitySections<'_
         api_keys: &config.api_keys,
         inbound: &config.inbound,
         public_url: &config.server.public_url,
-        data_dir: &config.server.data_dir,
     }
 }
 

@@ -11,13 +11,17 @@ mod support {
     pub mod mcp;
     pub mod proxy;
     pub mod replicas;
+    pub mod sigv4;
 }
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use support::downstream::{call, text_of};
-use support::replicas::{pg_cluster, replicas, replicas_on};
+use support::replicas::{
+    ACCESS_KEY_ID, ACCESS_SECRET, WEATHER_KEY, pg_cluster, replicas, replicas_on,
+};
+use support::sigv4::Signer;
 
 /// What a request of the browser's consent walk was, by its path.
 fn step_name(path: &str) -> &'static str {
@@ -208,4 +212,33 @@ async fn a_database_outage_fails_only_the_calls_that_need_it_and_the_replicas_re
     assert_eq!(ready(1).await, 200);
     assert_eq!(ready(0).await, 200);
     alice.cancel().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workload_token_issued_by_one_replica_is_honoured_by_the_others() {
+    let world = replicas(3).await;
+    let signer = Signer::new(ACCESS_KEY_ID, ACCESS_SECRET);
+    let token = signer
+        .workload_token(&world.gateways[0].base, "agent")
+        .await;
+    for index in 1..3 {
+        let answer = signer
+            .post(
+                &world.gateways[index].base,
+                "api-key",
+                &serde_json::json!({"workloadIdentityToken": token, "resourceCredentialProviderName": "weather"}),
+            )
+            .await;
+        assert_eq!(answer.status, 200, "replica {index}: {answer:?}");
+        assert_eq!(answer.body["apiKey"], WEATHER_KEY);
+    }
+    // The key is in the database, sealed; no replica wrote one to its data folder.
+    for gateway in &world.gateways {
+        let data_dir = &gateway.state.config.server.data_dir;
+        assert!(
+            !data_dir.join("workload-token.p8").exists(),
+            "{}",
+            data_dir.display()
+        );
+    }
 }

@@ -3,7 +3,6 @@
 //! They live here, with the part that runs them, so that nothing below `config` imports it.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
 
 use url::Url;
 
@@ -21,8 +20,6 @@ pub struct IdentitySections<'a> {
     pub inbound: &'a InboundConfig,
     /// `server.public_url`: base of the callback and connect URLs.
     pub public_url: &'a str,
-    /// `server.data_dir`: where the workload-token signing key lives.
-    pub data_dir: &'a Path,
 }
 
 /// How the gateway authenticates to a token endpoint (RFC 6749 section 2.3.1).

@@ -15,6 +15,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
 use serde_json::{Value, json};
+use zeroize::Zeroizing;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyFileError {
@@ -26,6 +27,9 @@ pub enum KeyFileError {
     },
     #[error("{}: not a P-256 PKCS#8 key; delete it to generate a new one", path.display())]
     BadKey { path: PathBuf },
+    /// The shared store's copy (several replicas, DESIGN 2.9) is not a key.
+    #[error("the vault's shared signing key {name:?} is not a P-256 PKCS#8 key")]
+    BadStoredKey { name: String },
     #[error("cannot generate a key: {0}")]
     Generate(String),
     #[error("the public key cannot be used for verification: {0}")]
@@ -56,36 +60,44 @@ impl Es256Key {
             source,
         };
         let pkcs8 = match std::fs::read(path) {
-            Ok(bytes) => bytes,
+            Ok(bytes) => Zeroizing::new(bytes),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let document = EcdsaKeyPair::generate_pkcs8(
-                    &ECDSA_P256_SHA256_FIXED_SIGNING,
-                    &SystemRandom::new(),
-                )
-                .map_err(|e| KeyFileError::Generate(e.to_string()))?;
+                let document = Self::generate_pkcs8()?;
                 if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                     std::fs::create_dir_all(dir).map_err(io)?;
                 }
-                write_private(path, document.as_ref()).map_err(io)?;
-                document.as_ref().to_vec()
+                write_private(path, &document).map_err(io)?;
+                document
             }
             Err(e) => return Err(io(e)),
         };
-        let bad = || KeyFileError::BadKey {
+        Self::from_pkcs8(&pkcs8).ok_or_else(|| KeyFileError::BadKey {
             path: path.to_path_buf(),
-        };
-        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &pkcs8)
-            .map_err(|_| bad())?;
+        })
+    }
+
+    /// A fresh P-256 key as PKCS#8 DER, for a store to keep ([`Es256Key::from_pkcs8`] reads it).
+    pub fn generate_pkcs8() -> Result<Zeroizing<Vec<u8>>, KeyFileError> {
+        let document =
+            EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
+                .map_err(|e| KeyFileError::Generate(e.to_string()))?;
+        Ok(Zeroizing::new(document.as_ref().to_vec()))
+    }
+
+    /// The key in `pkcs8` (P-256 PKCS#8 DER); `None` if it is not one (the caller names
+    /// where it came from).
+    pub fn from_pkcs8(pkcs8: &[u8]) -> Option<Es256Key> {
+        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8).ok()?;
         // SEC 1 uncompressed point: 0x04 || X (32 bytes) || Y (32 bytes).
         let point = pair.public_key().as_ref();
         if point.len() != 65 {
-            return Err(bad());
+            return None;
         }
         // RFC 7638-style stable id: a digest of the public point, never of the private key.
         let kid = URL_SAFE_NO_PAD.encode(&digest::digest(&digest::SHA256, point).as_ref()[..12]);
-        Ok(Es256Key {
+        Some(Es256Key {
             kid,
-            encoding: EncodingKey::from_ec_der(&pkcs8),
+            encoding: EncodingKey::from_ec_der(pkcs8),
             x: URL_SAFE_NO_PAD.encode(&point[1..33]),
             y: URL_SAFE_NO_PAD.encode(&point[33..65]),
         })

@@ -389,3 +389,36 @@ async fn a_refresh_lock_can_be_taken_again_once_dropped_and_links_do_not_share_o
         drop(store.lock_refresh(&alice).await.unwrap());
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_shared_secret_is_stored_once_and_every_racer_gets_the_first() {
+    for (_dir, store) in backends().await {
+        assert_eq!(store.shared_secret("signing", None).await.unwrap(), None);
+        let racers = (0..8u8).map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .shared_secret("signing", Some(&[i; 32]))
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .to_vec()
+            })
+        });
+        let got: Vec<Vec<u8>> = futures::future::join_all(racers)
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        assert!(got.iter().all(|g| *g == got[0]), "{got:?}");
+        // Never replaced afterwards, and readable without a candidate.
+        let later = store
+            .shared_secret("signing", Some(b"other"))
+            .await
+            .unwrap();
+        assert_eq!(later.unwrap().to_vec(), got[0]);
+        let read = store.shared_secret("signing", None).await.unwrap();
+        assert_eq!(read.unwrap().to_vec(), got[0]);
+        assert_eq!(store.shared_secret("another", None).await.unwrap(), None);
+    }
+}

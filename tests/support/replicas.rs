@@ -34,6 +34,15 @@ pub struct Replicas {
     _api_task: tokio::task::JoinHandle<()>,
 }
 
+/// The identity API: one access key for the workload `agent`, which may read the API key
+/// `weather`.
+const IDENTITY_API: &str = "[[identity.workloads]]\nname = \"agent\"\napi_keys = [\"weather\"]\n\
+     [[identity.access_keys]]\naccess_key_id = \"AKIDREPLICAS\"\nsecret_access_key_file = \"identity.secret\"\n\
+     [api_keys.weather]\nkey_file = \"weather.key\"\n";
+pub const ACCESS_KEY_ID: &str = "AKIDREPLICAS";
+pub const ACCESS_SECRET: &str = "replicas-signing-secret";
+pub const WEATHER_KEY: &str = "wk-weather-replicas";
+
 pub const VAULT: &str =
     "[vault]\nbackend = \"postgres\"\nurl_file = \"database.url\"\nkey_file = \"vault.key\"\n";
 
@@ -64,7 +73,7 @@ pub async fn replicas_on(cluster: Arc<pg_cluster::Cluster>, count: usize) -> Rep
     let downstream = Idp::spawn(&[]).await;
     let (api, api_url, api_task) = start_api(&downstream).await;
     let (listener, public_url) = proxy::bind().await;
-    let config = OauthConfig::new(&downstream, "login", "", "", VAULT);
+    let config = OauthConfig::new(&downstream, "login", "", IDENTITY_API, VAULT);
     let mut gateways = Vec::with_capacity(count);
     for _ in 0..count {
         let setup = config.setup(
@@ -72,7 +81,11 @@ pub async fn replicas_on(cluster: Arc<pg_cluster::Cluster>, count: usize) -> Rep
                 ("acct.json", acct_target(&api_url, Some(API_RESOURCE))),
                 ("open.json", open_target(&api_url)),
             ],
-            vec![("database.url", url.clone())],
+            vec![
+                ("database.url", url.clone()),
+                ("identity.secret", ACCESS_SECRET.to_string()),
+                ("weather.key", WEATHER_KEY.to_string()),
+            ],
         );
         gateways.push(TestGateway::start_behind(&inbound, &public_url, setup).await);
     }

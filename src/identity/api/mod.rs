@@ -30,7 +30,7 @@ use http::StatusCode;
 
 pub use errors::{ApiError, ValidationReason};
 pub use sigv4::{SERVICE as SIGNING_NAME, SigV4Error};
-pub use workload_token::{WorkloadTokenError, WorkloadTokens};
+pub use workload_token::{KEY_FILE as WORKLOAD_TOKEN_KEY, WorkloadTokenError, WorkloadTokens};
 
 use super::Identity;
 use crate::identity::settings::{AccessKeyConfig, IdentitySections, WorkloadConfig};
@@ -68,6 +68,7 @@ impl IdentityApi {
         sections: IdentitySections<'_>,
         identity: Arc<Identity>,
         keys: Arc<KeyStore>,
+        signing_key: crate::inbound::es256::Es256Key,
     ) -> Result<Option<IdentityApi>, crate::inbound::es256::KeyFileError> {
         let settings = sections.identity;
         if settings.access_keys.is_empty() {
@@ -75,7 +76,7 @@ impl IdentityApi {
         }
         Ok(Some(IdentityApi {
             identity,
-            tokens: WorkloadTokens::load_or_create(sections.data_dir, sections.public_url)?,
+            tokens: WorkloadTokens::new(signing_key, sections.public_url)?,
             verifier: Verifier::new(sections.inbound, keys),
             access_keys: settings.access_keys.clone(),
             own_workload: settings.workload.clone(),

@@ -2,14 +2,14 @@
 //! call presents as `workloadIdentityToken`.
 //!
 //! A compact JWS (RFC 7515) signed ES256 by a key persisted at
-//! `<data_dir>/workload-token.p8` (the same key handling as the dev issuer), `typ`
+//! `<data_dir>/workload-token.p8` (the same key handling as the dev issuer), or, when replicas
+//! share a PostgreSQL vault, sealed in the vault so that each verifies the others' tokens
+//! (DESIGN 2.9; the gateway assembly picks, `lib.rs`), `typ`
 //! `wat+jwt` so it can never be mistaken for another JWT (RFC 8725 section 3.11). Claims:
 //! `iss` `<public_url>/identities`, `aud` `portcullis-workload`, `workload`, the user
 //! (`sub` = the vault user key, `user` = how it was established), `iat`/`nbf`/`exp` (15
 //! minutes) and a `jti`. Bound to one workload and one user: every operation acts for
 //! exactly the workload and user in the token, so it is useless for any other.
-
-use std::path::Path;
 
 use jsonwebtoken::{Algorithm, Validation};
 use serde::{Deserialize, Serialize};
@@ -18,7 +18,8 @@ use crate::identity::UserRef;
 use crate::identity::consent::now;
 use crate::inbound::es256::{Es256Key, KeyFileError};
 
-const KEY_FILE: &str = "workload-token.p8";
+/// The key's file in `server.data_dir`, and its name in a shared store (DESIGN 2.9).
+pub const KEY_FILE: &str = "workload-token.p8";
 const AUDIENCE: &str = "portcullis-workload";
 const TYP: &str = "wat+jwt";
 /// Lifetime of a workload access token.
@@ -74,11 +75,8 @@ pub struct WorkloadTokens {
 }
 
 impl WorkloadTokens {
-    pub fn load_or_create(
-        data_dir: &Path,
-        public_url: &str,
-    ) -> Result<WorkloadTokens, KeyFileError> {
-        let key = Es256Key::load_or_create(&data_dir.join(KEY_FILE))?;
+    /// Tokens signed with `key` (every replica's, when they share a store).
+    pub fn new(key: Es256Key, public_url: &str) -> Result<WorkloadTokens, KeyFileError> {
         Ok(WorkloadTokens {
             decoding: key.decoding_key()?,
             key,
@@ -161,8 +159,9 @@ impl WorkloadTokens {
 mod tests {
     use super::*;
 
-    fn tokens(dir: &Path) -> WorkloadTokens {
-        WorkloadTokens::load_or_create(dir, "http://127.0.0.1:1").unwrap()
+    fn tokens(dir: &std::path::Path) -> WorkloadTokens {
+        let key = Es256Key::load_or_create(&dir.join(KEY_FILE)).unwrap();
+        WorkloadTokens::new(key, "http://127.0.0.1:1").unwrap()
     }
 
     #[test]

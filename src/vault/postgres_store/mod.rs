@@ -53,7 +53,7 @@ pub use self::migrate::Migration;
 use super::seal;
 use super::sled_store::{
     API_KEYS, CANARY_KEY, CANARY_TEXT, CONSENTS, META, TOKENS, TRANSIENT, api_key_record_key,
-    consent_record_key, describe, token_record_key,
+    consent_record_key, describe, shared_secret_record_key, token_record_key,
 };
 use super::{
     ConsentRecord, Keyring, RecordKind, RefreshLock, Secret, Store, StoreUsage, TokenKey,
@@ -468,6 +468,33 @@ impl Store for PostgresStore {
             records: usize::try_from(records).unwrap_or(usize::MAX),
             bytes: usize::try_from(bytes).unwrap_or(usize::MAX),
         })
+    }
+
+    async fn shared_secret(
+        &self,
+        name: &str,
+        candidate: Option<&[u8]>,
+    ) -> Result<Option<Zeroizing<Vec<u8>>>, VaultError> {
+        let record_key = shared_secret_record_key(name);
+        if let Some(candidate) = candidate {
+            // Of replicas starting together, the first insert wins; the others read it.
+            let envelope = self.seal(META, &record_key, candidate)?;
+            self.execute(
+                "INSERT INTO vault_meta (record_key, value) VALUES ($1, $2)
+                 ON CONFLICT (record_key) DO NOTHING",
+                &[&record_key, &envelope],
+            )
+            .await?;
+        }
+        let row = self
+            .query_opt(
+                "SELECT value FROM vault_meta WHERE record_key = $1",
+                &[&record_key],
+            )
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let envelope: Vec<u8> = row.get(0);
+        self.open_envelope(META, &record_key, &envelope).map(Some)
     }
 
     /// A sealed read of the canary: the server answers and the keyring opens this vault.

@@ -31,6 +31,12 @@ pub(in crate::vault) fn decode_api_key_record_key(bytes: &[u8]) -> Option<(Strin
     parts.next().is_none().then_some((workload, name))
 }
 
+/// Record key of a [`crate::vault::Store::shared_secret`] in the meta tree (`canary` is the
+/// only other key there).
+pub(in crate::vault) fn shared_secret_record_key(name: &str) -> Vec<u8> {
+    [b"secret/".as_slice(), name.as_bytes()].concat()
+}
+
 /// The kind's tag byte, then the SHA-256 of the id (ids are bearer-like: only hashes on disk).
 pub(in crate::vault) fn consent_record_key(kind: RecordKind, id: &str) -> Vec<u8> {
     let mut key = Vec::with_capacity(33);

@@ -41,7 +41,7 @@ pub(crate) use maintenance::canary_holds;
 use self::keys::encode_parts;
 pub(super) use self::keys::{
     api_key_record_key, consent_record_key, decode_api_key_record_key, decode_token_key, describe,
-    token_record_key,
+    shared_secret_record_key, token_record_key,
 };
 use super::seal;
 use super::{
@@ -395,6 +395,31 @@ impl Store for SledStore {
         envelope: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>, VaultError> {
         self.inner.open(TRANSIENT, purpose.as_bytes(), envelope)
+    }
+
+    async fn shared_secret(
+        &self,
+        name: &str,
+        candidate: Option<&[u8]>,
+    ) -> Result<Option<Zeroizing<Vec<u8>>>, VaultError> {
+        let record_key = shared_secret_record_key(name);
+        let candidate = candidate.map(|c| Zeroizing::new(c.to_vec()));
+        self.blocking(move |inner| {
+            if let Some(candidate) = candidate {
+                let envelope = seal::seal(&inner.keyring.read(), META, &record_key, &candidate)
+                    .map_err(VaultError::seal)?;
+                // Only if absent: a stored secret is never replaced.
+                let _ = inner
+                    .meta
+                    .compare_and_swap(&record_key, None::<&[u8]>, Some(envelope))?;
+                inner.flush()?;
+            }
+            let Some(envelope) = inner.meta.get(&record_key)? else {
+                return Ok(None);
+            };
+            inner.open(META, &record_key, &envelope).map(Some)
+        })
+        .await
     }
 
     async fn check(&self) -> Result<(), VaultError> {
