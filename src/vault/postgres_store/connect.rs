@@ -134,8 +134,8 @@ impl DatabaseUrl {
         self.tls
     }
 
-    /// The driver's view of the URL, for tests that connect beside the store.
-    #[cfg(test)]
+    /// The driver's view of the URL: the token-change listener's own connection, and tests
+    /// that connect beside the store.
     pub(super) fn driver_config(&self) -> &tokio_postgres::Config {
         &self.config
     }
@@ -200,7 +200,7 @@ pub(super) fn pool(url: &DatabaseUrl, size: usize, wait: Duration) -> Result<Poo
 
 /// rustls with the aws-lc-rs provider (the crate's one crypto library), trusting the system's
 /// roots and `sslrootcert` when given.
-fn tls_config(url: &DatabaseUrl) -> Result<rustls::ClientConfig, VaultError> {
+pub(super) fn tls_config(url: &DatabaseUrl) -> Result<rustls::ClientConfig, VaultError> {
     let open_error = |reason: String| VaultError::Open {
         path: PathBuf::from(url.describe()),
         reason,

@@ -52,7 +52,8 @@ impl PostgresStore {
         &self,
         key: &TokenKey,
     ) -> Result<RefreshLock, VaultError> {
-        let lock = lock_key(&crate::vault::sled_store::token_record_key(key));
+        let record_key = crate::vault::sled_store::token_record_key(key);
+        let lock = lock_key(&record_key);
         let unavailable = |reason: String| VaultError::Unavailable {
             store: self.describe().to_string(),
             reason,
@@ -69,9 +70,15 @@ impl PostgresStore {
         )
         .await
         {
-            Ok(Ok(_)) => Ok(RefreshLock::held(HeldLock {
-                client: Some(client),
-            })),
+            Ok(Ok(_)) => {
+                // The re-read under the lock must see what the previous holder stored.
+                self.inner
+                    .tokens
+                    .invalidate(&super::token_cache::record_hash(&record_key));
+                Ok(RefreshLock::held(HeldLock {
+                    client: Some(client),
+                }))
+            }
             Ok(Err(error)) => {
                 discard(client);
                 Err(self.error(&error))

@@ -29,6 +29,7 @@
 
 mod buckets;
 mod connect;
+mod listener;
 mod locks;
 mod maintenance;
 mod migrate;
@@ -37,6 +38,7 @@ mod schema;
 pub(in crate::vault) mod test_cluster;
 #[cfg(test)]
 mod tests;
+mod token_cache;
 
 use std::fmt;
 use std::sync::Arc;
@@ -46,10 +48,12 @@ use deadpool_postgres::{Client, Pool};
 use parking_lot::RwLock;
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
+use tokio_util::sync::CancellationToken;
 use zeroize::Zeroizing;
 
 pub use self::connect::{DatabaseUrl, TlsMode};
 pub use self::migrate::Migration;
+use self::token_cache::{TokenCache, record_hash};
 use super::seal;
 use super::sled_store::{
     API_KEYS, CANARY_KEY, CANARY_TEXT, CONSENTS, META, TOKENS, TRANSIENT, api_key_record_key,
@@ -85,6 +89,16 @@ struct Inner {
     /// Connections holding refresh locks (`locks.rs`), apart from `pool`.
     locks: Pool,
     keyring: RwLock<Keyring>,
+    /// Token records read lately, invalidated by the database's notifications.
+    tokens: Arc<TokenCache>,
+    /// Stops the notification listener when the last handle on the store goes.
+    listener: CancellationToken,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.listener.cancel();
+    }
 }
 
 impl fmt::Debug for PostgresStore {
@@ -108,9 +122,17 @@ impl PostgresStore {
                 pool: connect::pool(url, connect::POOL_SIZE, connect::POOL_TIMEOUT)?,
                 locks: locks::lock_pool(url)?,
                 keyring: RwLock::new(keyring),
+                tokens: Arc::default(),
+                listener: CancellationToken::new(),
             }),
         };
         store.migrate().await?;
+        // After the migration: the trigger it creates is what the listener hears.
+        tokio::spawn(listener::run(
+            url.clone(),
+            store.inner.tokens.clone(),
+            store.inner.listener.clone(),
+        ));
         tracing::info!(store = url.describe(), "vault opened");
         Ok(store)
     }
@@ -256,6 +278,11 @@ fn to_bigint(unix: u64) -> i64 {
 impl Store for PostgresStore {
     async fn get_token(&self, key: &TokenKey) -> Result<Option<TokenRecord>, VaultError> {
         let record_key = token_record_key(key);
+        let hash = record_hash(&record_key);
+        if let Some(record) = self.inner.tokens.get(&hash, key) {
+            return Ok(Some(record));
+        }
+        let ticket = self.inner.tokens.ticket();
         let row = self
             .query_opt(
                 "SELECT value FROM vault_tokens WHERE record_key = $1",
@@ -265,7 +292,9 @@ impl Store for PostgresStore {
         let Some(row) = row else { return Ok(None) };
         let envelope: Vec<u8> = row.get(0);
         let plaintext = self.open_envelope(TOKENS, &record_key, &envelope)?;
-        parse_token(&plaintext, key).map(Some)
+        let record = parse_token(&plaintext, key)?;
+        self.inner.tokens.fill(ticket, hash, key, &record);
+        Ok(Some(record))
     }
 
     async fn put_token(&self, key: &TokenKey, record: &TokenRecord) -> Result<(), VaultError> {
@@ -296,6 +325,7 @@ impl Store for PostgresStore {
             ],
         )
         .await?;
+        self.inner.tokens.invalidate(&record_hash(&record_key));
         Ok(())
     }
 
@@ -311,6 +341,7 @@ impl Store for PostgresStore {
                 &[&record_key],
             )
             .await?;
+        self.inner.tokens.invalidate(&record_hash(&record_key));
         Ok(deleted > 0)
     }
 

@@ -94,6 +94,18 @@ const MIGRATIONS: &[&str] = &[
         RETURN '{}';
     END
     $$;",
+    // 3: every change of a token row, by any writer, notifies the replicas' token caches
+    // (`token_cache.rs`) with the hex SHA-256 of its record key (no name in clear). NOTIFY is
+    // delivered at commit, so a replica never hears of a change it then cannot read.
+    "CREATE FUNCTION portcullis_token_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        PERFORM pg_notify('portcullis_tokens', encode(sha256(
+            CASE WHEN TG_OP = 'DELETE' THEN OLD.record_key ELSE NEW.record_key END), 'hex'));
+        RETURN NULL;
+    END
+    $$;
+    CREATE TRIGGER vault_tokens_changed AFTER INSERT OR UPDATE OR DELETE ON vault_tokens
+        FOR EACH ROW EXECUTE FUNCTION portcullis_token_changed();",
 ];
 
 /// The schema version this build needs.

@@ -12,6 +12,7 @@ mod buckets;
 mod commands;
 mod locks;
 mod tls;
+mod token_cache;
 
 /// The shared cluster and a fresh database on it.
 async fn fresh_database() -> (Arc<Cluster>, String) {
