@@ -518,9 +518,14 @@ fn router(state: &Arc<GatewayState>, shutdown: &CancellationToken) -> Router {
     });
     // Layers run outermost-last: authenticate first, then rewrite rmcp's plain-text errors,
     // then check that a session id belongs to the caller (DESIGN 3.2 invariant 8), then refuse
-    // a declared body over the limit before reading it.
+    // a declared body over the limit before reading it, then a request id already in flight in
+    // its session.
     let mcp = Router::new()
         .route_service(mcp::PATH, mcp_service)
+        .route_layer(axum::middleware::from_fn_with_state(
+            (Arc::default(), server.max_body_bytes),
+            mcp::request_ids::refuse_duplicate_request_ids,
+        ))
         .route_layer(axum::middleware::from_fn_with_state(
             server.max_body_bytes,
             mcp::refuse_declared_oversize,

@@ -238,3 +238,125 @@ async fn alice_keeps_her_session_with_a_fresh_token() {
     .await;
     assert_eq!(status, 200, "{body}");
 }
+
+/// A backend whose `/slow` holds every answer until the test releases it.
+struct SlowBackend {
+    url: String,
+    received: std::sync::Arc<tokio::sync::Notify>,
+    release: std::sync::Arc<tokio::sync::Notify>,
+}
+
+async fn slow_backend() -> SlowBackend {
+    let received = std::sync::Arc::new(tokio::sync::Notify::new());
+    let release = std::sync::Arc::new(tokio::sync::Notify::new());
+    let (r, l) = (received.clone(), release.clone());
+    let app = axum::Router::new().route(
+        "/slow",
+        axum::routing::post(move || {
+            let (received, release) = (r.clone(), l.clone());
+            async move {
+                received.notify_one();
+                release.notified().await;
+                axum::Json(json!({"ok": true}))
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    SlowBackend {
+        url,
+        received,
+        release,
+    }
+}
+
+/// MCP forbids reusing an id in flight in a session, and rmcp would park the earlier request
+/// for good (RMCP-SESSIONS.md section 1): the reuse is answered at once with a JSON-RPC error,
+/// the first call still gets its own answer, and the id is free again afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_id_reused_while_in_flight_is_refused_at_once_and_the_first_call_is_answered() {
+    let idp = Idp::start().await;
+    let backend = slow_backend().await;
+    let target = json!({
+        "name": "slow", "http": {"baseUrl": backend.url},
+        "tools": [{"name": "wait", "inputSchema": {"type": "object"}, "http": {"method": "POST", "path": "/slow"}}]
+    });
+    let gateway = TestGateway::start(
+        &idp,
+        Setup {
+            targets: vec![("slow.json", target)],
+            ..Setup::default()
+        },
+    )
+    .await;
+    let alice = idp.user_token("alice", "mcp", &gateway.mcp_url()).await;
+    let session = open_session(&gateway, &alice).await;
+    let call = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+                      "params": {"name": "slow___wait", "arguments": {}}});
+
+    let first = {
+        let (gateway_url, alice, session, call) = (
+            gateway.mcp_url(),
+            alice.clone(),
+            session.clone(),
+            call.clone(),
+        );
+        tokio::spawn(async move {
+            let response = reqwest::Client::new()
+                .post(gateway_url)
+                .bearer_auth(alice)
+                .header("accept", "application/json, text/event-stream")
+                .header("mcp-protocol-version", VERSION)
+                .header("mcp-session-id", session)
+                .json(&call)
+                .send()
+                .await
+                .unwrap();
+            (response.status().as_u16(), response.text().await.unwrap())
+        })
+    };
+    // The first call is at the backend: id 7 is in flight.
+    backend.received.notified().await;
+    let (status, body) = in_session(
+        &gateway,
+        &alice,
+        &session,
+        reqwest::Method::POST,
+        Some(call.clone()),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    let error: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(error["id"], 7, "{body}");
+    assert_eq!(error["error"]["code"], -32600, "{body}");
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("already in use"),
+        "{body}"
+    );
+
+    backend.release.notify_one();
+    let (status, body) = first.await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(message_of(&body)["id"], 7, "{body}");
+    assert!(
+        message_of(&body)["result"]["structuredContent"]["ok"] == true,
+        "{body}"
+    );
+
+    // Answered: the id may be used again.
+    backend.release.notify_one();
+    let (status, body) = in_session(
+        &gateway,
+        &alice,
+        &session,
+        reqwest::Method::POST,
+        Some(call),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(message_of(&body)["id"], 7, "{body}");
+}

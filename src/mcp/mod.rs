@@ -14,6 +14,7 @@ mod elicitation;
 pub mod errors;
 mod outcome;
 mod progress;
+pub mod request_ids;
 pub mod search_tool;
 pub mod session_owner;
 mod sessions;
