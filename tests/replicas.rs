@@ -138,7 +138,25 @@ async fn an_expired_token_refreshes_once_under_200_concurrent_calls_spread_over_
         "every call on every replica used the one new token"
     );
     assert!(!tokens.contains(&old_access));
+    let new_access = (*tokens.iter().next().unwrap()).clone();
     drop(seen);
+    // What a backup of the shared database holds: sealed envelopes, no token the provider
+    // issued (neither the spent one nor the new one) and no refresh token.
+    let record = store.get_token(&key).await.unwrap().unwrap();
+    let refresh = record.refresh_token.unwrap().expose().to_string();
+    let dump = {
+        let (cluster, database) = (world.cluster.clone(), world.database.clone());
+        tokio::task::spawn_blocking(move || cluster.pg_dump(&database))
+            .await
+            .unwrap()
+    };
+    assert!(dump.contains("vault_tokens"), "the dump has the table");
+    for secret in [&old_access, &new_access, &refresh] {
+        assert!(
+            !dump.contains(secret.as_str()),
+            "a token in clear in pg_dump"
+        );
+    }
     let ok = "portcullis_token_refresh_total{provider=\"downstream\",outcome=\"ok\"}";
     let refused =
         "portcullis_token_refresh_total{provider=\"downstream\",outcome=\"invalid_grant\"}";

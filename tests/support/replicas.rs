@@ -30,7 +30,9 @@ pub struct Replicas {
     pub api: Api,
     pub gateways: Vec<TestGateway>,
     pub proxy: Proxy,
-    _cluster: Arc<pg_cluster::Cluster>,
+    pub cluster: Arc<pg_cluster::Cluster>,
+    /// The replicas' database on `cluster`.
+    pub database: String,
     _api_task: tokio::task::JoinHandle<()>,
 }
 
@@ -99,7 +101,8 @@ pub async fn replicas_on(cluster: Arc<pg_cluster::Cluster>, count: usize) -> Rep
         api,
         gateways,
         proxy: Proxy::start(listener, addresses),
-        _cluster: cluster,
+        cluster,
+        database,
         _api_task: api_task,
     }
 }

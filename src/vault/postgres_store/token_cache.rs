@@ -95,9 +95,14 @@ impl TokenCache {
         }
         if entries.len() >= CAPACITY {
             entries.retain(|_, entry| entry.read_at.elapsed() < MAX_AGE);
-            if entries.len() >= CAPACITY {
-                entries.clear();
-            }
+            // Still full of young entries: drop an arbitrary quarter (hash order), so that
+            // more links in use than fit still find most of theirs instead of none.
+            let mut drop = entries.len().saturating_sub(CAPACITY * 3 / 4);
+            entries.retain(|_, _| {
+                let keep = drop == 0;
+                drop = drop.saturating_sub(1);
+                keep
+            });
         }
         entries.insert(
             hash,
@@ -179,5 +184,22 @@ mod tests {
         assert_eq!(cache.len(), 0);
         cache.fill(cache.ticket(), hash.clone(), &key, &record("c"));
         assert!(cache.get(&hash, &key).is_none());
+    }
+
+    #[test]
+    fn a_full_cache_drops_a_quarter_not_everything() {
+        let cache = TokenCache::default();
+        cache.set_live(true);
+        for i in 0..=CAPACITY {
+            let key = TokenKey::new("w", format!("user-{i}"), "github");
+            cache.fill(
+                cache.ticket(),
+                record_hash(key.user.as_bytes()),
+                &key,
+                &record("t"),
+            );
+        }
+        assert!(cache.len() <= CAPACITY, "{}", cache.len());
+        assert!(cache.len() > CAPACITY / 2, "{}", cache.len());
     }
 }

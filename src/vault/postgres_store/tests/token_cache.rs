@@ -3,6 +3,7 @@
 //! cache through the trigger's notification, and a lost listener stops the cache's use.
 
 use super::*;
+use crate::vault::postgres_store::token_cache::record_hash;
 
 fn token(access: &str) -> TokenRecord {
     TokenRecord {
@@ -38,6 +39,38 @@ async fn until_read(store: &PostgresStore, key: &TokenKey, expected: &str) {
         "still reads {:?}, expected {expected:?}",
         read(store, key).await
     );
+}
+
+/// Reads `key` on `store` until the read is in its cache: a read that raced the notification
+/// of the write before it is not cached (the generation rule), the next one is.
+async fn until_cached(store: &PostgresStore, key: &TokenKey) {
+    let hash = record_hash(&crate::vault::sled_store::token_record_key(key));
+    for _ in 0..500 {
+        read(store, key).await;
+        if store.inner.tokens.get(&hash, key).is_some() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("the token was never cached");
+}
+
+/// Waits until `b`'s listener has handled the notifications of every write `a` made so far:
+/// they arrive in commit order on one connection, so once a marker written after them has
+/// left `b`'s cache, they have been handled too.
+async fn settle(a: &PostgresStore, b: &PostgresStore) {
+    let marker = TokenKey::new("portcullis", "marker", "settle");
+    let hash = record_hash(&crate::vault::sled_store::token_record_key(&marker));
+    a.put_token(&marker, &token("m1")).await.unwrap();
+    until_cached(b, &marker).await;
+    a.put_token(&marker, &token("m2")).await.unwrap();
+    for _ in 0..500 {
+        if b.inner.tokens.get(&hash, &marker).is_none() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("b never heard of the marker's change");
 }
 
 /// Waits until both stores' listeners are connected (their caches are live).
@@ -78,6 +111,8 @@ async fn a_cached_token_is_served_from_memory_and_a_change_anywhere_reaches_ever
     let key = TokenKey::new("portcullis", "https://idp|alice", "github");
     a.put_token(&key, &token("v1")).await.unwrap();
     assert_eq!(read(&b, &key).await, "v1");
+    settle(&a, &b).await;
+    until_cached(&b, &key).await;
 
     // With the trigger off, a write reaches the table but no cache hears of it: b keeps
     // answering from memory, without reading the row.
@@ -114,6 +149,8 @@ async fn a_replica_whose_listener_is_cut_off_reads_the_database_again() {
     let key = TokenKey::new("portcullis", "https://idp|alice", "github");
     a.put_token(&key, &token("v1")).await.unwrap();
     assert_eq!(read(&b, &key).await, "v1");
+    settle(&a, &b).await;
+    until_cached(&b, &key).await;
     let database = database_of(&a);
     // A change b is not told about (trigger off), then b's listener loses its connection:
     // from then on b may have missed anything, so it reads the row.
