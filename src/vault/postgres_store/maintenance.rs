@@ -1,5 +1,6 @@
-//! Key rotation on the PostgreSQL vault: the crash-safe steps of [`crate::vault::Keyring`],
-//! with the re-seal pass as one transaction.
+//! Key maintenance on the PostgreSQL vault: the secrets replicas share (the identity API's
+//! signing key), and key rotation: the crash-safe steps of [`crate::vault::Keyring`], with the
+//! re-seal pass as one transaction.
 //!
 //! The re-seal locks the four tables against writers (`SHARE ROW EXCLUSIVE`, PostgreSQL 15
 //! manual 13.3.1: readers go on, writers of every replica wait), re-seals every envelope not
@@ -15,9 +16,11 @@
 
 use std::path::Path;
 
+use zeroize::Zeroizing;
+
 use super::{PostgresStore, TABLES};
 use crate::vault::seal;
-use crate::vault::sled_store::describe;
+use crate::vault::sled_store::{META, describe, shared_secret_record_key};
 use crate::vault::{KeyRotation, VaultError};
 
 impl PostgresStore {
@@ -117,5 +120,33 @@ impl PostgresStore {
             new_key_id,
             resealed,
         })
+    }
+
+    /// [`crate::vault::Store::shared_secret`]: the first insert wins, every replica reads it.
+    pub(super) async fn read_or_store_secret(
+        &self,
+        name: &str,
+        candidate: Option<&[u8]>,
+    ) -> Result<Option<Zeroizing<Vec<u8>>>, VaultError> {
+        let record_key = shared_secret_record_key(name);
+        if let Some(candidate) = candidate {
+            // Of replicas starting together, the first insert wins; the others read it.
+            let envelope = self.seal(META, &record_key, candidate)?;
+            self.execute(
+                "INSERT INTO vault_meta (record_key, value) VALUES ($1, $2)
+                 ON CONFLICT (record_key) DO NOTHING",
+                &[&record_key, &envelope],
+            )
+            .await?;
+        }
+        let row = self
+            .query_opt(
+                "SELECT value FROM vault_meta WHERE record_key = $1",
+                &[&record_key],
+            )
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let envelope: Vec<u8> = row.get(0);
+        self.open_envelope(META, &record_key, &envelope).map(Some)
     }
 }

@@ -57,7 +57,7 @@ use self::token_cache::{TokenCache, record_hash};
 use super::seal;
 use super::sled_store::{
     API_KEYS, CANARY_KEY, CANARY_TEXT, CONSENTS, META, TOKENS, TRANSIENT, api_key_record_key,
-    consent_record_key, describe, shared_secret_record_key, token_record_key,
+    consent_record_key, describe, token_record_key,
 };
 use super::{
     ConsentRecord, Keyring, RecordKind, RefreshLock, Secret, Store, StoreUsage, TokenKey,
@@ -506,26 +506,7 @@ impl Store for PostgresStore {
         name: &str,
         candidate: Option<&[u8]>,
     ) -> Result<Option<Zeroizing<Vec<u8>>>, VaultError> {
-        let record_key = shared_secret_record_key(name);
-        if let Some(candidate) = candidate {
-            // Of replicas starting together, the first insert wins; the others read it.
-            let envelope = self.seal(META, &record_key, candidate)?;
-            self.execute(
-                "INSERT INTO vault_meta (record_key, value) VALUES ($1, $2)
-                 ON CONFLICT (record_key) DO NOTHING",
-                &[&record_key, &envelope],
-            )
-            .await?;
-        }
-        let row = self
-            .query_opt(
-                "SELECT value FROM vault_meta WHERE record_key = $1",
-                &[&record_key],
-            )
-            .await?;
-        let Some(row) = row else { return Ok(None) };
-        let envelope: Vec<u8> = row.get(0);
-        self.open_envelope(META, &record_key, &envelope).map(Some)
+        self.read_or_store_secret(name, candidate).await
     }
 
     /// A sealed read of the canary: the server answers and the keyring opens this vault.
