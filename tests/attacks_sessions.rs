@@ -10,10 +10,10 @@ mod support {
 }
 
 use serde_json::{Value, json};
-use support::gateway::{Setup, TestGateway, initialize_body, post_mcp};
+use support::gateway::{Setup, TestGateway, initialize_body, message_of, post_mcp};
 use support::idp::Idp;
 
-const VERSION: &str = "2025-11-25";
+const VERSION: &str = support::gateway::SESSION_VERSION;
 
 struct World {
     _idp: Idp,
@@ -56,7 +56,7 @@ async fn open_session(gateway: &TestGateway, token: &str) -> String {
     session
 }
 
-/// One request carrying `Mcp-Session-Id: session`: (status, body).
+/// One request to `gateway` carrying `Mcp-Session-Id: session`: (status, body).
 async fn in_session(
     gateway: &TestGateway,
     token: &str,
@@ -64,30 +64,11 @@ async fn in_session(
     method: reqwest::Method,
     body: Option<Value>,
 ) -> (u16, String) {
-    let mut request = reqwest::Client::new()
-        .request(method, gateway.mcp_url())
-        .bearer_auth(token)
-        .header("accept", "application/json, text/event-stream")
-        .header("mcp-protocol-version", VERSION)
-        .header("mcp-session-id", session);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await.unwrap();
-    let status = response.status().as_u16();
-    (status, response.text().await.unwrap())
+    support::gateway::in_session(&gateway.mcp_url(), token, session, method, body).await
 }
 
 fn tools_list() -> Option<Value> {
     Some(json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}))
-}
-
-/// The JSON-RPC message in a one-message SSE stream (or a plain JSON body).
-fn message_of(body: &str) -> Value {
-    body.lines()
-        .filter_map(|line| line.strip_prefix("data:"))
-        .find_map(|data| serde_json::from_str(data.trim()).ok())
-        .unwrap_or_else(|| serde_json::from_str(body).unwrap())
 }
 
 /// What anyone gets for a session id that does not exist.

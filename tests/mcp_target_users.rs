@@ -27,13 +27,18 @@ const TOOL: &str = "notes___whoami";
 async fn world() -> (World, Upstream) {
     let inbound = Idp::start().await;
     let downstream = Idp::spawn(&[]).await;
-    let upstream = Upstream::start(Some(RequireToken {
+    let upstream = upstream_checking(&downstream).await;
+    let url = upstream.url.clone();
+    (world_for(inbound, downstream, &url).await, upstream)
+}
+
+/// An rmcp upstream that accepts only `downstream`'s tokens for its own URL.
+async fn upstream_checking(downstream: &Idp) -> Upstream {
+    Upstream::start(Some(RequireToken {
         public_key_pem: downstream.public_key_pem(),
         issuer: downstream.issuer.clone(),
     }))
-    .await;
-    let url = upstream.url.clone();
-    (world_for(inbound, downstream, &url).await, upstream)
+    .await
 }
 
 /// The gateway with the `notes` target on the upstream at `url`.
@@ -223,11 +228,7 @@ async fn world_by_metadata(inbound: Idp, downstream: Idp, url: &str) -> World {
 async fn a_server_that_publishes_its_metadata_needs_no_hand_written_provider_endpoints() {
     let inbound = Idp::start().await;
     let downstream = Idp::spawn(&[]).await;
-    let upstream = Upstream::start(Some(RequireToken {
-        public_key_pem: downstream.public_key_pem(),
-        issuer: downstream.issuer.clone(),
-    }))
-    .await;
+    let upstream = upstream_checking(&downstream).await;
     let world = world_by_metadata(inbound, downstream, &upstream.url).await;
 
     // The connect page sends the browser to the authorization server the server's metadata

@@ -21,38 +21,14 @@ use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use serde_json::{Value, json};
 use support::downstream::text_of;
-use support::gateway::{initialize_body, post_mcp};
+use support::gateway::{in_session, initialize_body, message_of, post_mcp};
 use support::replicas::{Replicas, replicas};
-
-const VERSION: &str = "2025-11-25";
 
 async fn token(world: &Replicas, user: &str) -> String {
     world
         .inbound
         .user_token(user, "mcp", &format!("{}/mcp", world.proxy.base))
         .await
-}
-
-/// One request of `session` to replica `index` (or the proxy): (status, body).
-async fn in_session(
-    url: &str,
-    token: &str,
-    session: &str,
-    method: reqwest::Method,
-    body: Option<Value>,
-) -> (u16, String) {
-    let mut request = reqwest::Client::new()
-        .request(method, url)
-        .bearer_auth(token)
-        .header("accept", "application/json, text/event-stream")
-        .header("mcp-protocol-version", VERSION)
-        .header("mcp-session-id", session);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await.unwrap();
-    let status = response.status().as_u16();
-    (status, response.text().await.unwrap())
 }
 
 /// `initialize` on replica `index` as `token`; the session id.
@@ -74,14 +50,6 @@ async fn open_session(world: &Replicas, index: usize, token: &str) -> String {
 
 fn tools_list(id: u64) -> Option<Value> {
     Some(json!({"jsonrpc": "2.0", "id": id, "method": "tools/list"}))
-}
-
-/// The JSON-RPC message in a one-message SSE stream (or a plain JSON body).
-fn message_of(body: &str) -> Value {
-    body.lines()
-        .filter_map(|line| line.strip_prefix("data:"))
-        .find_map(|data| serde_json::from_str(data.trim()).ok())
-        .unwrap_or_else(|| serde_json::from_str(body).unwrap())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -73,16 +73,26 @@ impl SharedSessions {
         id: &str,
         caller: &Caller,
     ) -> Result<Option<InitializeRequestParams>, VaultError> {
+        let Some(record) = self.record(id).await? else {
+            return Ok(None);
+        };
+        let owned = *record.issuer == *caller.issuer && *record.subject == *caller.subject;
+        Ok(owned.then_some(record.initialize_params))
+    }
+}
+
+impl SharedSessions {
+    /// The stored record of session `id`, if any and not expired.
+    async fn record(&self, id: &str) -> Result<Option<SessionRecord>, VaultError> {
         let Some(record) = self.store.get_consent(RecordKind::McpSession, id).await? else {
             return Ok(None);
         };
-        let record: SessionRecord =
-            serde_json::from_slice(&record.payload).map_err(|e| VaultError::Corrupt {
-                record: RecordKind::McpSession.as_str().to_string(),
-                reason: format!("{:?} error", e.classify()),
-            })?;
-        let owned = *record.issuer == *caller.issuer && *record.subject == *caller.subject;
-        Ok(owned.then_some(record.initialize_params))
+        // Without serde's message: it may quote the (decrypted) input.
+        let record = serde_json::from_slice(&record.payload).map_err(|e| VaultError::Corrupt {
+            record: RecordKind::McpSession.as_str().to_string(),
+            reason: format!("{:?} error", e.classify()),
+        })?;
+        Ok(Some(record))
     }
 }
 
@@ -114,16 +124,8 @@ impl SessionStore for SharedSessions {
         {
             return Ok(Some(SessionState::new(params)));
         }
-        let Some(record) = self
-            .store
-            .get_consent(RecordKind::McpSession, session_id)
-            .await?
-        else {
-            return Ok(None);
-        };
-        let record: SessionRecord = serde_json::from_slice(&record.payload)
-            .map_err(|e| format!("a stored MCP session is not valid: {:?}", e.classify()))?;
-        Ok(Some(SessionState::new(record.initialize_params)))
+        let record = self.record(session_id).await?;
+        Ok(record.map(|record| SessionState::new(record.initialize_params)))
     }
 
     async fn store(&self, session_id: &str, state: &SessionState) -> Result<(), SessionStoreError> {

@@ -199,3 +199,36 @@ pub async fn post_mcp(url: &str, token: Option<&str>, body: &Value) -> reqwest::
     }
     request.send().await.unwrap()
 }
+
+/// The legacy (session) revision that raw session tests speak.
+pub const SESSION_VERSION: &str = "2025-11-25";
+
+/// One request to `url` carrying `Mcp-Session-Id: session`: (status, body).
+pub async fn in_session(
+    url: &str,
+    token: &str,
+    session: &str,
+    method: reqwest::Method,
+    body: Option<Value>,
+) -> (u16, String) {
+    let mut request = reqwest::Client::new()
+        .request(method, url)
+        .bearer_auth(token)
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", SESSION_VERSION)
+        .header("mcp-session-id", session);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap())
+}
+
+/// The JSON-RPC message in a one-message SSE stream (or a plain JSON body).
+pub fn message_of(body: &str) -> Value {
+    body.lines()
+        .filter_map(|line| line.strip_prefix("data:"))
+        .find_map(|data| serde_json::from_str(data.trim()).ok())
+        .unwrap_or_else(|| serde_json::from_str(body).unwrap())
+}

@@ -104,28 +104,38 @@ async fn superuser(cluster: &Arc<Cluster>, database: String, sql: &'static str) 
         .unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_cached_token_is_served_from_memory_and_a_change_anywhere_reaches_every_replica() {
-    let (cluster, _dir, a, b) = two_replicas().await;
-    until_listening(&a, 2).await;
-    let key = TokenKey::new("portcullis", "https://idp|alice", "github");
-    a.put_token(&key, &token("v1")).await.unwrap();
-    assert_eq!(read(&b, &key).await, "v1");
-    settle(&a, &b).await;
-    until_cached(&b, &key).await;
-
-    // With the trigger off, a write reaches the table but no cache hears of it: b keeps
-    // answering from memory, without reading the row.
-    let database = database_of(&a);
+/// `a` links `key` ("v1") and `b` caches it; then, with the trigger off, `a` writes "v2",
+/// which reaches the table while no cache hears of it: `b` still answers "v1" from memory,
+/// without reading the row. Returns the database (its trigger still off).
+async fn cached_then_changed_unannounced(
+    cluster: &Arc<Cluster>,
+    a: &PostgresStore,
+    b: &PostgresStore,
+    key: &TokenKey,
+) -> String {
+    until_listening(a, 2).await;
+    a.put_token(key, &token("v1")).await.unwrap();
+    assert_eq!(read(b, key).await, "v1");
+    settle(a, b).await;
+    until_cached(b, key).await;
+    let database = database_of(a);
     superuser(
-        &cluster,
+        cluster,
         database.clone(),
         "ALTER TABLE vault_tokens DISABLE TRIGGER vault_tokens_changed",
     )
     .await;
-    a.put_token(&key, &token("v2")).await.unwrap();
+    a.put_token(key, &token("v2")).await.unwrap();
+    assert_eq!(read(b, key).await, "v1", "b served its cached copy");
+    database
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cached_token_is_served_from_memory_and_a_change_anywhere_reaches_every_replica() {
+    let (cluster, _dir, a, b) = two_replicas().await;
+    let key = TokenKey::new("portcullis", "https://idp|alice", "github");
+    let database = cached_then_changed_unannounced(&cluster, &a, &b, &key).await;
     assert_eq!(read(&a, &key).await, "v2", "the writer's own entry went");
-    assert_eq!(read(&b, &key).await, "v1", "b served its cached copy");
     superuser(
         &cluster,
         database,
@@ -145,23 +155,10 @@ async fn a_cached_token_is_served_from_memory_and_a_change_anywhere_reaches_ever
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_replica_whose_listener_is_cut_off_reads_the_database_again() {
     let (cluster, _dir, a, b) = two_replicas().await;
-    until_listening(&a, 2).await;
     let key = TokenKey::new("portcullis", "https://idp|alice", "github");
-    a.put_token(&key, &token("v1")).await.unwrap();
-    assert_eq!(read(&b, &key).await, "v1");
-    settle(&a, &b).await;
-    until_cached(&b, &key).await;
-    let database = database_of(&a);
-    // A change b is not told about (trigger off), then b's listener loses its connection:
-    // from then on b may have missed anything, so it reads the row.
-    superuser(
-        &cluster,
-        database.clone(),
-        "ALTER TABLE vault_tokens DISABLE TRIGGER vault_tokens_changed",
-    )
-    .await;
-    a.put_token(&key, &token("v2")).await.unwrap();
-    assert_eq!(read(&b, &key).await, "v1");
+    // A change b is not told about, then b's listener loses its connection: from then on b
+    // may have missed anything, so it reads the row.
+    let database = cached_then_changed_unannounced(&cluster, &a, &b, &key).await;
     superuser(
         &cluster,
         database,
