@@ -19,7 +19,11 @@ fn bucket(name: &str, per_minute: f64) -> BucketTake {
 async fn replicas_share_one_bucket_and_a_refusal_takes_nothing() {
     let (_cluster, _dir, a, b) = two_replicas().await;
     let alice = bucket("alice", 3.0);
-    let tenant = bucket("tenant", 100.0);
+    // The tenant's bucket refills so slowly that the test's own pace cannot show in its count.
+    let tenant = BucketTake {
+        per_second: 1e-9,
+        ..bucket("tenant", 100.0)
+    };
     // Three calls a minute between both replicas, whichever serves them.
     for store in [&a, &b, &a] {
         assert_eq!(
@@ -55,7 +59,7 @@ async fn replicas_share_one_bucket_and_a_refusal_takes_nothing() {
         .await
         .unwrap()
         .get(0);
-    assert!((97.0..97.1).contains(&tokens), "{tokens}");
+    assert!((97.0..97.001).contains(&tokens), "{tokens}");
     // No user name reaches the database: keys are what the caller hashed.
     let names: i64 = client
         .query_one(
