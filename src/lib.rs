@@ -31,8 +31,6 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use axum::Router;
 use axum::routing::get;
-use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
-use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -41,7 +39,7 @@ use crate::catalog::Catalog;
 use crate::config::{Config, KeySourceConfig};
 use crate::inbound::es256::Es256Key;
 use crate::inbound::{AuthLayerState, DevIssuer, KeyStore, Verifier};
-use crate::mcp::{McpGateway, McpState, SessionOwners, SessionRegistry, SharedSessions};
+use crate::mcp::{McpState, SessionRegistry};
 use crate::targets::Transport;
 
 use reload::{activate, log_catalog, render_policy_problems, warn_policy_schema_problems};
@@ -479,66 +477,26 @@ async fn shutdown_signal() {
 
 fn router(state: &Arc<GatewayState>, shutdown: &CancellationToken) -> Router {
     let server = &state.config.server;
-    let mcp_state = state.mcp.clone();
-    let rmcp_sessions = Arc::new(LocalSessionManager::default());
-    // On a shared store (several replicas), legacy sessions are written there so that any
-    // replica serves them (DESIGN 2.9, `mcp::shared_sessions`).
-    let shared_sessions = state
-        .identity
-        .as_ref()
-        .map(|identity| identity.store())
-        .filter(|store| store.is_shared())
-        .map(|store| SharedSessions::new(store.clone()));
-    let mut session_owners = SessionOwners::new(rmcp_sessions.clone());
-    let mut rmcp_config = StreamableHttpServerConfig::default();
-    if let Some(shared) = shared_sessions {
-        rmcp_config.session_store = Some(Arc::new(shared.clone()));
-        session_owners = session_owners.with_shared(shared);
-    }
-    let session_owners = Arc::new(session_owners);
-    let mcp_service = StreamableHttpService::new(
-        move || Ok(McpGateway::new(mcp_state.clone())),
-        rmcp_sessions,
-        rmcp_config
-            .with_allowed_hosts(allowed_hosts(state))
-            .with_allowed_origins(allowed_origins(state))
-            .enforce_origin_validation()
-            .with_max_request_body_bytes(server.max_body_bytes)
-            // Stateless (2026-07-28) answers that are one message go out as one
-            // `application/json` body (one write) instead of an SSE stream (a write per event);
-            // rmcp still streams when a handler sends anything before its result. Sessions are
-            // unaffected: their POST streams stay SSE with a priming event (resumable).
-            .with_json_response(true)
-            .with_cancellation_token(shutdown.child_token()),
-    );
     let auth = Arc::new(AuthLayerState {
         verifier: Verifier::new(&state.config.inbound, state.keys.clone()),
         public_url: server.public_url.clone(),
         resource_path: mcp::PATH,
     });
-    // Layers run outermost-last: authenticate first, then rewrite rmcp's plain-text errors,
-    // then check that a session id belongs to the caller (DESIGN 3.2 invariant 8), then refuse
-    // a declared body over the limit before reading it, then a request id already in flight in
-    // its session.
-    let mcp = Router::new()
-        .route_service(mcp::PATH, mcp_service)
-        .route_layer(axum::middleware::from_fn_with_state(
-            (Arc::default(), server.max_body_bytes),
-            mcp::request_ids::refuse_duplicate_request_ids,
-        ))
-        .route_layer(axum::middleware::from_fn_with_state(
-            server.max_body_bytes,
-            mcp::refuse_declared_oversize,
-        ))
-        .route_layer(axum::middleware::from_fn_with_state(
-            session_owners,
-            mcp::session_owner::bind_sessions_to_callers,
-        ))
-        .route_layer(axum::middleware::from_fn(mcp::json_rpc_client_errors))
-        .route_layer(axum::middleware::from_fn_with_state(
+    let mcp = mcp::route::route(
+        state.mcp.clone(),
+        state
+            .identity
+            .as_ref()
+            .map(|identity| identity.store().clone()),
+        mcp::route::McpRouteConfig {
+            max_body_bytes: server.max_body_bytes,
+            session_idle: server.mcp_session_idle,
+            allowed_hosts: allowed_hosts(state),
+            allowed_origins: allowed_origins(state),
             auth,
-            inbound::require_caller,
-        ));
+        },
+        shutdown,
+    );
 
     let ops = Arc::new(routes::OpsState {
         keys: state.keys.clone(),

@@ -7,10 +7,11 @@
 mod support {
     pub mod gateway;
     pub mod idp;
+    pub mod slow_backend;
 }
 
 use serde_json::{Value, json};
-use support::gateway::{Setup, TestGateway, initialize_body, message_of, post_mcp};
+use support::gateway::{Setup, TestGateway, message_of};
 use support::idp::Idp;
 
 const VERSION: &str = support::gateway::SESSION_VERSION;
@@ -37,23 +38,7 @@ async fn world() -> World {
 
 /// `initialize` + `notifications/initialized` as `token`; returns the session id.
 async fn open_session(gateway: &TestGateway, token: &str) -> String {
-    let response = post_mcp(&gateway.mcp_url(), Some(token), &initialize_body()).await;
-    assert_eq!(response.status().as_u16(), 200);
-    let session = response.headers()["mcp-session-id"]
-        .to_str()
-        .unwrap()
-        .to_string();
-    let _ = response.text().await.unwrap();
-    let initialized = in_session(
-        gateway,
-        token,
-        &session,
-        reqwest::Method::POST,
-        Some(json!({"jsonrpc": "2.0", "method": "notifications/initialized"})),
-    )
-    .await;
-    assert_eq!(initialized.0, 202, "{}", initialized.1);
-    session
+    support::gateway::open_session(&gateway.mcp_url(), token).await
 }
 
 /// One request to `gateway` carrying `Mcp-Session-Id: session`: (status, body).
@@ -220,45 +205,13 @@ async fn alice_keeps_her_session_with_a_fresh_token() {
     assert_eq!(status, 200, "{body}");
 }
 
-/// A backend whose `/slow` holds every answer until the test releases it.
-struct SlowBackend {
-    url: String,
-    received: std::sync::Arc<tokio::sync::Notify>,
-    release: std::sync::Arc<tokio::sync::Notify>,
-}
-
-async fn slow_backend() -> SlowBackend {
-    let received = std::sync::Arc::new(tokio::sync::Notify::new());
-    let release = std::sync::Arc::new(tokio::sync::Notify::new());
-    let (r, l) = (received.clone(), release.clone());
-    let app = axum::Router::new().route(
-        "/slow",
-        axum::routing::post(move || {
-            let (received, release) = (r.clone(), l.clone());
-            async move {
-                received.notify_one();
-                release.notified().await;
-                axum::Json(json!({"ok": true}))
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    SlowBackend {
-        url,
-        received,
-        release,
-    }
-}
-
 /// MCP forbids reusing an id in flight in a session, and rmcp would park the earlier request
 /// for good (RMCP-SESSIONS.md section 1): the reuse is answered at once with a JSON-RPC error,
 /// the first call still gets its own answer, and the id is free again afterwards.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_id_reused_while_in_flight_is_refused_at_once_and_the_first_call_is_answered() {
     let idp = Idp::start().await;
-    let backend = slow_backend().await;
+    let backend = support::slow_backend::SlowBackend::start().await;
     let target = json!({
         "name": "slow", "http": {"baseUrl": backend.url},
         "tools": [{"name": "wait", "inputSchema": {"type": "object"}, "http": {"method": "POST", "path": "/slow"}}]

@@ -14,6 +14,7 @@ mod workloads;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 pub use raw::RawConfig;
 
@@ -62,6 +63,10 @@ pub struct ServerConfig {
     pub allowed_origins: Vec<String>,
     pub max_body_bytes: usize,
     pub data_dir: PathBuf,
+    /// A legacy (2025-x) MCP session with no request in flight and no stream open for this
+    /// long is closed in memory (`mcp::session_owner`); with a vault it is restored from there
+    /// on its next request. `None`: the default, which depends on that (`mcp::route`).
+    pub mcp_session_idle: Option<Duration>,
 }
 
 #[derive(Debug, Clone)]

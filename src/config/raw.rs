@@ -43,6 +43,7 @@ pub struct RawServer {
     pub allowed_origins: Vec<String>,
     pub max_body_bytes: Option<u64>,
     pub data_dir: Option<String>,
+    pub mcp_session_idle_seconds: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::time::Duration;
 
 use jsonwebtoken::Algorithm;
 use url::Url;
@@ -16,6 +17,7 @@ use super::{
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 const DEFAULT_MAX_BODY: u64 = 4 * 1024 * 1024;
+const MAX_MCP_SESSION_IDLE_SECONDS: u64 = 86_400;
 const MAX_MAX_BODY: u64 = 64 * 1024 * 1024;
 const MAX_LEEWAY_SECONDS: u64 = 300;
 
@@ -321,12 +323,23 @@ fn server(raw: &RawServer, base: &Path, dev: bool, problems: &mut Problems) -> S
             format!("must be between 1 and {MAX_MAX_BODY}"),
         );
     }
+    if let Some(idle) = raw.mcp_session_idle_seconds
+        && !(1..=MAX_MCP_SESSION_IDLE_SECONDS).contains(&idle)
+    {
+        problems.push(
+            "server.mcp_session_idle_seconds",
+            format!("must be between 1 and {MAX_MCP_SESSION_IDLE_SECONDS}"),
+        );
+    }
     ServerConfig {
         listen,
         public_url,
         allowed_origins: raw.allowed_origins.clone(),
         max_body_bytes: usize::try_from(max_body.clamp(1, MAX_MAX_BODY)).unwrap_or(usize::MAX),
         data_dir: resolve(base, raw.data_dir.as_deref().unwrap_or("data")),
+        mcp_session_idle: raw
+            .mcp_session_idle_seconds
+            .map(|idle| Duration::from_secs(idle.clamp(1, MAX_MCP_SESSION_IDLE_SECONDS))),
     }
 }
 

@@ -15,6 +15,7 @@ pub mod errors;
 mod outcome;
 mod progress;
 pub mod request_ids;
+pub mod route;
 pub mod search_tool;
 pub mod session_owner;
 mod sessions;

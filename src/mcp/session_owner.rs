@@ -16,19 +16,31 @@
 //! Unknown ids are refused here too (fail closed): a session rmcp knows but this map does not
 //! would otherwise be open to anyone.
 //!
-//! Bounded (DESIGN 3.2 invariant 9): rmcp closes idle sessions after
-//! `SessionConfig::keep_alive` (5 minutes) and removes them from
-//! `LocalSessionManager::sessions`; whenever this map grows past a threshold, entries rmcp no
-//! longer has are dropped, and the threshold doubles from what is left (amortised O(1) per
+//! Idle sessions are closed here, not by rmcp (DESIGN 3.2 invariant 9). rmcp's own
+//! `SessionConfig::keep_alive` counts only worker events, so it closes a session in the middle
+//! of a call that is quiet for longer (a 10-minute Lambda) and keeps a dead one for 5 minutes;
+//! the gateway turns it off and counts what it sees instead: every answer body and GET stream
+//! of a session is a use, and a session with no use for `server.mcp_session_idle_seconds`
+//! is closed by [`SessionOwners::close_idle`], run on a timer. Its ~92 KiB inside rmcp are
+//! freed; with a vault the session is restored from there on its next request
+//! (`shared_sessions.rs`), so to the client nothing happened. An open GET stream is a use: it
+//! holds the session until the client goes away (the stream's SSE pings find that out).
+//!
+//! Bounded: whenever this map grows past a threshold, entries rmcp no longer has (transport
+//! gone, DELETE) are dropped, and the threshold doubles from what is left (amortised O(1) per
 //! session). Past [`MAX_LIVE_SESSIONS`] live sessions, a new session is closed at once and
 //! the `initialize` is answered 503.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
+use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
+use futures::StreamExt;
 use http::Method;
 use parking_lot::Mutex;
 use rmcp::transport::streamable_http_server::session::SessionManager;
@@ -64,13 +76,45 @@ pub enum SessionOwnerError {
 struct Owner {
     issuer: Arc<str>,
     subject: Arc<str>,
+    uses: Arc<SessionUses>,
+}
+
+/// What a session is doing: answers and streams still open, and when the last one ended.
+#[derive(Debug)]
+struct SessionUses {
+    open: AtomicU32,
+    /// Milliseconds since [`SessionOwners::epoch`].
+    last_ended_ms: AtomicU64,
+}
+
+/// One open answer or stream of a session; dropping it (body done or client gone) ends it.
+struct InUse {
+    uses: Arc<SessionUses>,
+    epoch: Instant,
+}
+
+impl Drop for InUse {
+    fn drop(&mut self) {
+        self.uses
+            .last_ended_ms
+            .store(millis_since(self.epoch), Ordering::Relaxed);
+        self.uses.open.fetch_sub(1, Ordering::Release);
+    }
+}
+
+fn millis_since(epoch: Instant) -> u64 {
+    u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
 impl Owner {
-    fn of(caller: &Caller) -> Owner {
+    fn of(caller: &Caller, now_ms: u64) -> Owner {
         Owner {
             issuer: caller.issuer.clone(),
             subject: caller.subject.clone(),
+            uses: Arc::new(SessionUses {
+                open: AtomicU32::new(0),
+                last_ended_ms: AtomicU64::new(now_ms),
+            }),
         }
     }
 
@@ -89,8 +133,10 @@ pub struct SessionOwners {
     owners: Mutex<Owners>,
     rmcp_sessions: Arc<LocalSessionManager>,
     max: usize,
-    /// Sessions other replicas issued, when the store is shared (`shared_sessions.rs`).
+    /// Sessions kept in the vault, restorable on any replica (`shared_sessions.rs`).
     shared: Option<SharedSessions>,
+    /// The clock [`SessionUses::last_ended_ms`] counts from.
+    epoch: Instant,
 }
 
 impl SessionOwners {
@@ -109,6 +155,7 @@ impl SessionOwners {
             rmcp_sessions,
             max,
             shared: None,
+            epoch: Instant::now(),
         }
     }
 
@@ -120,12 +167,50 @@ impl SessionOwners {
     }
 
     /// Whether `session` was issued to `caller`. Unknown sessions belong to nobody.
+    #[cfg(test)]
     pub fn is_owned_by(&self, session: &str, caller: &Caller) -> bool {
         self.owners
             .lock()
             .by_session
             .get(session)
             .is_some_and(|owner| owner.is(caller))
+    }
+
+    /// A use of `session` by `caller`, if it is theirs. Counted under the map's lock, so that
+    /// [`SessionOwners::close_idle`] never closes a session a request has just been let into.
+    fn start_use(&self, session: &str, caller: &Caller) -> Option<InUse> {
+        let owners = self.owners.lock();
+        let owner = owners.by_session.get(session).filter(|o| o.is(caller))?;
+        owner.uses.open.fetch_add(1, Ordering::Acquire);
+        Some(InUse {
+            uses: owner.uses.clone(),
+            epoch: self.epoch,
+        })
+    }
+
+    /// Closes every session with nothing open for `idle` (module docs); returns how many it
+    /// closed and how many are left in memory.
+    pub async fn close_idle(&self, idle: Duration) -> (usize, usize) {
+        let idle_ms = u64::try_from(idle.as_millis()).unwrap_or(u64::MAX);
+        let now = millis_since(self.epoch);
+        let (idle_sessions, left) = {
+            let mut owners = self.owners.lock();
+            let mut idle_sessions = Vec::new();
+            owners.by_session.retain(|session, owner| {
+                let quiet = owner.uses.open.load(Ordering::Acquire) == 0
+                    && now.saturating_sub(owner.uses.last_ended_ms.load(Ordering::Relaxed))
+                        >= idle_ms;
+                if quiet {
+                    idle_sessions.push(session.clone());
+                }
+                !quiet
+            });
+            (idle_sessions, owners.by_session.len())
+        };
+        for session in &idle_sessions {
+            self.close(session).await;
+        }
+        (idle_sessions.len(), left)
     }
 
     /// Records that `session` (just created by rmcp) belongs to `caller`.
@@ -141,7 +226,9 @@ impl SessionOwners {
         if owners.by_session.len() >= self.max {
             return Err(SessionOwnerError::TooManySessions { max: self.max });
         }
-        owners.by_session.insert(session.into(), Owner::of(caller));
+        owners
+            .by_session
+            .insert(session.into(), Owner::of(caller, millis_since(self.epoch)));
         Ok(())
     }
 
@@ -172,10 +259,10 @@ impl SessionOwners {
             .clamp(FIRST_PRUNE_AT.min(self.max), self.max);
     }
 
-    /// Ends a session rmcp created but that could not be bound (the map is full).
+    /// Ends a session in rmcp: one that could not be bound (the map is full), or an idle one.
     async fn close(&self, session: &str) {
         if let Err(error) = self.rmcp_sessions.close_session(&Arc::from(session)).await {
-            tracing::warn!(%error, "could not close an unbound MCP session");
+            tracing::debug!(%error, "could not close an MCP session");
         }
     }
 }
@@ -202,8 +289,8 @@ pub async fn bind_sessions_to_callers(
         return refuse_session(&caller, &request);
     };
     let is_delete = request.method() == Method::DELETE;
-    let response = if owners.is_owned_by(&session, &caller) {
-        next.run(request).await
+    let response = if let Some(in_use) = owners.start_use(&session, &caller) {
+        held_while_open(next.run(request).await, in_use)
     } else if let Some(shared) = &owners.shared {
         // Issued by another replica (or closed idle here): the shared store says whose it is.
         match shared.owned_by(&session, &caller).await {
@@ -211,7 +298,12 @@ pub async fn bind_sessions_to_callers(
                 if let Err(error) = owners.remember(&session, &caller).await {
                     return super::errors::session_owner_error_response(&error);
                 }
-                with_loaded_session(&session, params, next.run(request)).await
+                let in_use = owners.start_use(&session, &caller);
+                let response = with_loaded_session(&session, params, next.run(request)).await;
+                match in_use {
+                    Some(in_use) => held_while_open(response, in_use),
+                    None => response,
+                }
             }
             Ok(None) => return refuse_session(&caller, &request),
             Err(error) => {
@@ -228,6 +320,16 @@ pub async fn bind_sessions_to_callers(
         owners.forget(&session);
     }
     response
+}
+
+/// Keeps `in_use` until the response body is done or dropped (rmcp streams SSE; no trailers).
+fn held_while_open(response: Response, in_use: InUse) -> Response {
+    let (parts, body) = response.into_parts();
+    let body = body.into_data_stream().map(move |chunk| {
+        let _ = &in_use;
+        chunk
+    });
+    Response::from_parts(parts, Body::from_stream(body))
 }
 
 /// 404, as for an unknown session: the id is unknown or belongs to another caller.

@@ -19,8 +19,9 @@
 //! ([`SharedSessions::owned_by`]) and hands it to rmcp's restore the same way, so the restore
 //! costs one database read.
 //!
-//! Only configured when the vault's store is shared ([`Store::is_shared`]): with sled the
-//! gateway is one process and sessions stay in memory, as before.
+//! Configured whenever the gateway has a vault, sled included: a session closed idle in
+//! memory (`session_owner.rs`) is restored from its record on its next request, on the same
+//! replica or another one on a shared store.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -168,6 +168,14 @@ pub fn consent_refused(reason: &'static str) {
     metrics::counter!("portcullis_consent_refused_total", "reason" => reason).increment(1);
 }
 
+/// An idle sweep of legacy MCP sessions: how many it closed, how many are left in memory.
+pub fn mcp_sessions_swept(closed: usize, in_memory: usize) {
+    metrics::counter!("portcullis_mcp_sessions_closed_idle_total")
+        .increment(u64::try_from(closed).unwrap_or(u64::MAX));
+    #[allow(clippy::cast_precision_loss)] // a session count is far below 2^52
+    metrics::gauge!("portcullis_mcp_sessions_in_memory").set(in_memory as f64);
+}
+
 #[cfg(test)]
 mod tests {
     use super::configured_filter;

@@ -29,6 +29,8 @@ pub struct Setup<'a> {
     pub inbound_extra: &'a str,
     /// Extra TOML sections appended at the end of the file.
     pub extra: &'a str,
+    /// Extra TOML appended to `[server]` (e.g. `mcp_session_idle_seconds = 1`).
+    pub server_extra: &'a str,
     pub watch: bool,
     /// Files written next to `portcullis.toml` (mode 0600) before the config is loaded:
     /// secrets and vault keys.
@@ -113,8 +115,8 @@ impl TestGateway {
         }
         let addr = base.trim_start_matches("http://");
         let toml = format!(
-            "[server]\nlisten = \"{addr}\"\npublic_url = \"{public_url}\"\n\n{inbound}\n[targets]\ndir = \"targets\"\nwatch = {}\n\n{}\n",
-            setup.watch, setup.extra
+            "[server]\nlisten = \"{addr}\"\npublic_url = \"{public_url}\"\n{}\n\n{inbound}\n[targets]\ndir = \"targets\"\nwatch = {}\n\n{}\n",
+            setup.server_extra, setup.watch, setup.extra
         );
         std::fs::write(dir.path().join("portcullis.toml"), &toml).unwrap();
         let config = Config::load(Some(&dir.path().join("portcullis.toml")), dev).unwrap();
@@ -231,4 +233,25 @@ pub fn message_of(body: &str) -> Value {
         .filter_map(|line| line.strip_prefix("data:"))
         .find_map(|data| serde_json::from_str(data.trim()).ok())
         .unwrap_or_else(|| serde_json::from_str(body).unwrap())
+}
+
+/// `initialize` + `notifications/initialized` as `token` at `url`; returns the session id.
+pub async fn open_session(url: &str, token: &str) -> String {
+    let response = post_mcp(url, Some(token), &initialize_body()).await;
+    assert_eq!(response.status().as_u16(), 200);
+    let session = response.headers()["mcp-session-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let _ = response.text().await.unwrap();
+    let initialized = in_session(
+        url,
+        token,
+        &session,
+        reqwest::Method::POST,
+        Some(serde_json::json!({"jsonrpc": "2.0", "method": "notifications/initialized"})),
+    )
+    .await;
+    assert_eq!(initialized.0, 202, "{}", initialized.1);
+    session
 }
